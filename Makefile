@@ -1,0 +1,38 @@
+# redisconn: the README's two commands are `make demo` and `make test`.
+GO      ?= go
+GOFLAGS ?=
+PKGS    := ./...
+
+.PHONY: all deps test lint vet fmt-check unit bench fuzz clean
+
+all: test
+
+## deps: install redis-server, redis-tools and prometheus from Debian's packages when missing
+deps:
+	@./scripts/deps.sh
+
+## test: deps, then format, vet and the whole suite under the race detector
+test: deps lint
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+## lint: gofmt and go vet
+lint: fmt-check vet
+
+fmt-check:
+	@out=$$(gofmt -l $$(find . -name '*.go' -not -path './.git/*')); \
+	if [ -n "$$out" ]; then echo "gofmt wants to change:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet $(PKGS)
+
+## bench: the Go micro-benchmarks of the conn package against an ephemeral redis-server
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./conn/
+
+## fuzz: run each fuzz target for FUZZTIME (default 30s); `make test` runs their seed corpus
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzLoadConfig -fuzztime $(FUZZTIME) ./conn/
+
+clean:
+	$(GO) clean -testcache

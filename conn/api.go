@@ -1,0 +1,40 @@
+package conn
+
+import (
+	"context"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// API is the connection manager of a light process: caching and some pub/sub.
+// Its pool is REDIS_MAX_CONNECTIONS (default 128) and it has no limiter.
+//
+// API embeds redis.UniversalClient, so every go-redis command works on it as on
+// a plain client, against a standalone server or a Redis Cluster.
+type API struct {
+	redis.UniversalClient
+	m *manager
+}
+
+// NewAPI connects an API manager. It validates cfg (zero fields take the API
+// defaults; Role must be RoleAPI or empty) and checks that the server answers
+// PING, failing with an error that names the address otherwise.
+func NewAPI(ctx context.Context, cfg Config, opts ...Option) (*API, error) {
+	m, err := newManager(ctx, RoleAPI, cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &API{UniversalClient: m.client, m: m}, nil
+}
+
+// Config returns the configuration in use, defaults filled in.
+func (a *API) Config() Config { return a.m.cfg }
+
+// ConnectionInfo returns the pool statistics and the server's client counts
+// (INFO). Pool figures are always filled; if INFO fails, the error is returned
+// together with them.
+func (a *API) ConnectionInfo(ctx context.Context) (ConnectionInfo, error) { return a.m.info(ctx) }
+
+// Close closes the pool. It is idempotent: later calls return nil. Afterwards
+// every operation fails with ErrClosed.
+func (a *API) Close() error { return a.m.close() }

@@ -1,0 +1,122 @@
+package conn_test
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redisconn/redisconn/conn"
+	"github.com/redisconn/redisconn/internal/redistest"
+)
+
+func TestWorkerOnRedisCluster(t *testing.T) {
+	cluster := redistest.StartCluster(t, redistest.ClusterOptions{Masters: 3})
+	cfg := conn.DefaultConfig(conn.RoleWorker)
+	cfg.ClusterAddrs = cluster.Addrs()[:1] // one seed is enough to find the rest
+	cfg.PoolSize, cfg.MaxConcurrentOps = 20, 10
+	w := newWorker(t, cfg)
+	ctx := ctxTimeout(t, 60*time.Second)
+
+	// Keys spread over all three masters.
+	for i := 0; i < 30; i++ {
+		key := "cluster:key:" + strconv.Itoa(i)
+		if err := w.Set(ctx, key, i, time.Minute).Err(); err != nil {
+			t.Fatalf("SET %s: %v", key, err)
+		}
+	}
+	for _, m := range cluster.Masters {
+		if n := m.Client(t).DBSize(ctx).Val(); n == 0 {
+			t.Errorf("master %s got no keys", m.Addr())
+		}
+	}
+
+	// Batch ops: lists on different slots, in order.
+	for _, key := range []string{"cluster:list:a", "cluster:list:b", "cluster:list:{c}"} {
+		n, err := w.BatchRPush(ctx, key, items(230)...)
+		if err != nil || n != 230 {
+			t.Fatalf("BatchRPush %s = %d, %v", key, n, err)
+		}
+		list, err := w.LRange(ctx, key, 0, -1).Result()
+		if err != nil || len(list) != 230 {
+			t.Fatalf("LRANGE %s: %d items, %v", key, len(list), err)
+		}
+		for i, v := range list {
+			if v != "item-"+strconv.Itoa(i) {
+				t.Fatalf("%s[%d] = %q", key, i, v)
+			}
+		}
+	}
+
+	// A subscriber on every node receives BatchPublish in order.
+	channel := "cluster:events"
+	for _, node := range cluster.Masters {
+		sub := node.Client(t).Subscribe(ctx, channel)
+		defer sub.Close()
+		if _, err := sub.Receive(ctx); err != nil {
+			t.Fatal(err)
+		}
+		defer func(addr string) {
+			ch := sub.Channel()
+			for i := 0; i < 500; i++ {
+				select {
+				case msg := <-ch:
+					if msg.Payload != "item-"+strconv.Itoa(i) {
+						t.Errorf("subscriber on %s: message %d is %q", addr, i, msg.Payload)
+						return
+					}
+				case <-ctx.Done():
+					t.Errorf("subscriber on %s got %d of 500", addr, i)
+					return
+				}
+			}
+		}(node.Addr())
+	}
+	if n, err := w.BatchPublish(ctx, channel, items(500)...); err != nil || n != 500 {
+		t.Fatalf("BatchPublish = %d, %v", n, err)
+	}
+
+	info, err := w.ConnectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(info.Nodes) != 3 {
+		t.Fatalf("ConnectionInfo has %d nodes, want 3: %+v", len(info.Nodes), info.Nodes)
+	}
+	var conns uint32
+	var clients int64
+	for _, n := range info.Nodes {
+		if n.Error != "" || n.Pool.MaxConns != 20 || n.Server.RedisVersion == "" || n.Server.MaxClients == 0 {
+			t.Errorf("node %+v", n)
+		}
+		if !strings.HasPrefix(n.Addr, "127.0.0.1:") {
+			t.Errorf("node addr %q", n.Addr)
+		}
+		conns += n.Pool.TotalConns
+		clients += n.Server.ConnectedClients
+	}
+	if info.Pool.MaxConns != 60 || info.Pool.TotalConns != conns || info.Server.ConnectedClients != clients {
+		t.Errorf("aggregate pool %+v server %+v; nodes add up to %d conns, %d clients", info.Pool, info.Server, conns, clients)
+	}
+	if info.Limiter.InFlight != 0 || info.Limiter.Limit != 10 {
+		t.Errorf("limiter %+v", *info.Limiter)
+	}
+}
+
+func TestAPIOnRedisClusterFromEnvironment(t *testing.T) {
+	cluster := redistest.StartCluster(t, redistest.ClusterOptions{Masters: 3})
+	t.Setenv("REDIS_CLUSTER_ADDRS", strings.Join(cluster.Addrs(), ","))
+	cfg, err := conn.LoadConfig(conn.RoleAPI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := newAPI(t, cfg)
+	ctx := ctxTimeout(t, 30*time.Second)
+	if err := a.Set(ctx, "cluster:api", "v", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	info, err := a.ConnectionInfo(ctx)
+	if err != nil || len(info.Nodes) != 3 || info.Limiter != nil {
+		t.Fatalf("info %+v, %v", info, err)
+	}
+}

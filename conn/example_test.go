@@ -1,0 +1,102 @@
+package conn_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+
+	"github.com/redisconn/redisconn/conn"
+)
+
+// A worker process reads its settings from the environment (REDIS_HOST,
+// REDIS_PORT, REDIS_PASSWORD, REDIS_WORKER_MAX_CONNECTIONS, ...) and uses the
+// Worker as a go-redis client whose operations never exceed the limiter.
+func ExampleNewWorker() {
+	ctx := context.Background()
+	cfg, err := conn.LoadConfig(conn.RoleWorker)
+	if err != nil {
+		log.Fatal(err) // names the variable, the value and what is accepted
+	}
+	w, err := conn.NewWorker(ctx, cfg)
+	if err != nil {
+		log.Fatal(err) // names the address it could not reach
+	}
+	defer w.Close()
+
+	if err := w.Set(ctx, "example:greeting", "hello", 0).Err(); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(w.Get(ctx, "example:greeting").Val())
+	w.Del(ctx, "example:greeting")
+	// Output: hello
+}
+
+// BatchRPush writes many values in few round trips (50 per RPUSH by default)
+// and says exactly how far it got when it fails.
+func ExampleWorker_BatchRPush() {
+	ctx := context.Background()
+	cfg, err := conn.LoadConfig(conn.RoleWorker)
+	if err != nil {
+		log.Fatal(err)
+	}
+	w, err := conn.NewWorker(ctx, cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer w.Close()
+
+	responses := make([]any, 120)
+	for i := range responses {
+		responses[i] = fmt.Sprintf(`{"seq":%d}`, i)
+	}
+	n, err := w.BatchRPush(ctx, "example:responses", responses...)
+	var be *conn.BatchError
+	if errors.As(err, &be) {
+		// values[:n] are stored; retrying responses[n:] repeats at most
+		// responses[be.UncertainFrom:be.UncertainTo].
+		log.Printf("stored %d, uncertain [%d:%d]: %v", n, be.UncertainFrom, be.UncertainTo, be.Err)
+	}
+	fmt.Println(n, w.LLen(ctx, "example:responses").Val())
+	w.Del(ctx, "example:responses")
+	// Output: 120 120
+}
+
+// ConnectionInfo shows how close the pool, the limiter and the server are to
+// exhaustion; its JSON field names are stable.
+func ExampleWorker_ConnectionInfo() {
+	ctx := context.Background()
+	cfg, err := conn.LoadConfig(conn.RoleWorker)
+	if err != nil {
+		log.Fatal(err)
+	}
+	w, err := conn.NewWorker(ctx, cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer w.Close()
+
+	info, err := w.ConnectionInfo(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("role=%s pool.max_conns=%d limiter.limit=%d limiter.in_flight=%d server.up=%t\n",
+		info.Role, info.Pool.MaxConns, info.Limiter.Limit, info.Limiter.InFlight, info.Server.RedisVersion != "")
+	// Output: role=worker pool.max_conns=200 limiter.limit=100 limiter.in_flight=0 server.up=true
+}
+
+// An API process gets a pool of 128 and no limiter.
+func ExampleNewAPI() {
+	ctx := context.Background()
+	cfg, err := conn.LoadConfig(conn.RoleAPI)
+	if err != nil {
+		log.Fatal(err)
+	}
+	api, err := conn.NewAPI(ctx, cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer api.Close()
+	fmt.Println(api.Ping(ctx).Val(), api.Config().PoolSize)
+	// Output: PONG 128
+}

@@ -1,0 +1,150 @@
+package conn
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// closedHook fails every command and pipeline after Close with ErrClosed,
+// before it waits for anything.
+type closedHook struct{ closed *atomic.Bool }
+
+func (h closedHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h closedHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if h.closed.Load() {
+			cmd.SetErr(ErrClosed)
+			return ErrClosed
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h closedHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if h.closed.Load() {
+			setErr(cmds, ErrClosed)
+			return ErrClosed
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// limiterHook runs every command and every pipeline (one operation) under a
+// limiter permit. It is added before any other hook that measures operations,
+// so they run inside the permit, and the time spent waiting for it is not
+// counted as command time.
+//
+// go-redis sets up a new connection (HELLO, AUTH, SELECT, CLIENT SETINFO) by
+// sending commands through the same hooks, on the goroutine and context of the
+// command that needed the connection. That command already holds a permit,
+// which the context carries (heldKey), so set-up traffic passes without asking
+// for a second one: asking could deadlock when every permit is held by a
+// command waiting for its own connection set-up. Set-up commands issued
+// without a permit in the context (a pub/sub connection's handshake) pass too:
+// they belong to connections that the limiter does not govern.
+type limiterHook struct{ l *limiter }
+
+// heldKey marks a context whose operation holds a permit of the limiter it
+// names (so a second manager's limiter is not bypassed).
+type heldKey struct{}
+
+func holdsPermit(ctx context.Context, l *limiter) bool {
+	held, _ := ctx.Value(heldKey{}).(*limiter)
+	return held == l
+}
+
+func (h limiterHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h limiterHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if holdsPermit(ctx, h.l) || isSetupCmd(cmd) {
+			return next(ctx, cmd)
+		}
+		if err := h.l.acquire(ctx); err != nil {
+			err = permitError(err)
+			cmd.SetErr(err)
+			return err
+		}
+		defer h.l.release()
+		return next(context.WithValue(ctx, heldKey{}, h.l), cmd)
+	}
+}
+
+func (h limiterHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if holdsPermit(ctx, h.l) || allSetupCmds(cmds) {
+			return next(ctx, cmds)
+		}
+		if err := h.l.acquire(ctx); err != nil {
+			err = permitError(err)
+			setErr(cmds, err)
+			return err
+		}
+		defer h.l.release()
+		return next(context.WithValue(ctx, heldKey{}, h.l), cmds)
+	}
+}
+
+// withoutLimiter lets diagnostics (ConnectionInfo's INFO) through the limiter,
+// so they answer when it is saturated: exactly when someone asks.
+func withoutLimiter(ctx context.Context, l *limiter) context.Context {
+	if l == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, heldKey{}, l)
+}
+
+// limiterWaitError is a failed permit acquisition: the caller's context ended
+// while it waited, or the manager closed. Nothing was sent to Redis.
+type limiterWaitError struct{ err error }
+
+func (e *limiterWaitError) Error() string {
+	return "redisconn: waiting for a limiter permit: " + e.err.Error()
+}
+func (e *limiterWaitError) Unwrap() error { return e.err }
+
+func permitError(err error) error {
+	if err == ErrClosed {
+		return err
+	}
+	return &limiterWaitError{err: err}
+}
+
+// isSetupCmd reports connection set-up commands that go-redis sends itself.
+func isSetupCmd(cmd redis.Cmder) bool {
+	switch cmd.Name() {
+	case "hello", "auth", "select", "readonly":
+		return true
+	case "client":
+		args := cmd.Args()
+		if len(args) > 1 {
+			if sub, ok := args[1].(string); ok {
+				switch strings.ToLower(sub) {
+				case "setinfo", "setname", "tracking", "maint_notifications":
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+func allSetupCmds(cmds []redis.Cmder) bool {
+	for _, c := range cmds {
+		if !isSetupCmd(c) {
+			return false
+		}
+	}
+	return len(cmds) > 0
+}
+
+func setErr(cmds []redis.Cmder, err error) {
+	for _, c := range cmds {
+		c.SetErr(err)
+	}
+}

@@ -1,0 +1,214 @@
+package conn
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ConnectionInfo is a snapshot of a manager: its pool, its limiter (worker
+// only) and the server. The JSON field names are part of the contract
+// (DESIGN.md); fields beyond it are additions, never renames.
+type ConnectionInfo struct {
+	Role Role     `json:"role"`
+	Pool PoolInfo `json:"pool"`
+	// PipelinePool is go-redis's separate pool for pipelines and batch
+	// operations (burst capacity, 10 connections per node by default).
+	PipelinePool *PoolInfo `json:"pipeline_pool,omitempty"`
+	// PubSub counts pub/sub connections, which bypass pool and limiter.
+	PubSub PubSubInfo `json:"pubsub"`
+	// Limiter is nil for the API, which has none.
+	Limiter *LimiterInfo `json:"limiter,omitempty"`
+	// Server is read with INFO. In cluster mode it adds up the nodes (counts
+	// summed, the lowest version).
+	Server ServerInfo `json:"server"`
+	// Nodes has one entry per cluster node (masters and replicas); empty for a
+	// standalone server.
+	Nodes []NodeInfo `json:"nodes,omitempty"`
+}
+
+// PoolInfo are go-redis pool statistics. Counters (hits, misses, timeouts,
+// wait_count, wait_duration_ns, stale_conns) only grow.
+type PoolInfo struct {
+	MaxConns        int    `json:"max_conns"`
+	TotalConns      uint32 `json:"total_conns"`
+	IdleConns       uint32 `json:"idle_conns"`
+	StaleConns      uint32 `json:"stale_conns"`
+	Hits            uint32 `json:"hits"`
+	Misses          uint32 `json:"misses"`
+	Timeouts        uint32 `json:"timeouts"`
+	WaitCount       uint32 `json:"wait_count"`
+	WaitDurationNs  int64  `json:"wait_duration_ns"`
+	PendingRequests uint32 `json:"pending_requests"`
+}
+
+// PubSubInfo counts pub/sub connections.
+type PubSubInfo struct {
+	Active  uint32 `json:"active"`
+	Created uint32 `json:"created"`
+}
+
+// ServerInfo are the fields of INFO that tell how close the server is to
+// refusing connections.
+type ServerInfo struct {
+	RedisVersion        string `json:"redis_version"`
+	ConnectedClients    int64  `json:"connected_clients"`
+	BlockedClients      int64  `json:"blocked_clients"`
+	MaxClients          int64  `json:"maxclients"`
+	RejectedConnections int64  `json:"rejected_connections"`
+}
+
+// NodeInfo is one cluster node.
+type NodeInfo struct {
+	Addr   string     `json:"addr"`
+	Pool   PoolInfo   `json:"pool"`
+	Server ServerInfo `json:"server"`
+	// Error says why Server is empty, e.g. the node is down.
+	Error string `json:"error,omitempty"`
+}
+
+func poolInfo(s *redis.PoolStats, maxConns int) PoolInfo {
+	if s == nil {
+		return PoolInfo{MaxConns: maxConns}
+	}
+	return PoolInfo{
+		MaxConns: maxConns, TotalConns: s.TotalConns, IdleConns: s.IdleConns, StaleConns: s.StaleConns,
+		Hits: s.Hits, Misses: s.Misses, Timeouts: s.Timeouts, WaitCount: s.WaitCount,
+		WaitDurationNs: s.WaitDurationNs, PendingRequests: s.PendingRequests,
+	}
+}
+
+// info builds ConnectionInfo. Pool and limiter are always filled; when INFO
+// fails the error is returned with the rest of the snapshot.
+func (m *manager) info(ctx context.Context) (ConnectionInfo, error) {
+	ci := ConnectionInfo{Role: m.cfg.Role}
+	if m.limiter != nil {
+		li := m.limiter.info()
+		ci.Limiter = &li
+	}
+	if m.closed.Load() {
+		return ci, ErrClosed
+	}
+	ctx = withoutLimiter(ctx, m.limiter)
+
+	if !m.cluster {
+		c := m.client.(*redis.Client)
+		stats := c.PoolStats()
+		m.fillPools(&ci, stats, 1)
+		srv, err := serverInfo(ctx, c)
+		ci.Server = srv
+		if err != nil {
+			return ci, fmt.Errorf("redisconn: reading INFO from %s: %w", m.target(), err)
+		}
+		return ci, nil
+	}
+
+	cc := m.client.(*redis.ClusterClient)
+	var (
+		mu    sync.Mutex
+		nodes []NodeInfo
+	)
+	// Node errors are reported per node; only a failure to reach the cluster
+	// at all is an error of the whole call.
+	err := cc.ForEachShard(ctx, func(ctx context.Context, node *redis.Client) error {
+		n := NodeInfo{Addr: node.Options().Addr, Pool: poolInfo(node.PoolStats(), m.cfg.PoolSize)}
+		srv, err := serverInfo(ctx, node)
+		n.Server = srv
+		if err != nil {
+			n.Error = err.Error()
+		}
+		mu.Lock()
+		nodes = append(nodes, n)
+		mu.Unlock()
+		return nil
+	})
+	sort.Slice(nodes, func(i, j int) bool { return nodes[i].Addr < nodes[j].Addr })
+	ci.Nodes = nodes
+	m.fillPools(&ci, cc.PoolStats(), max(len(nodes), 1))
+	var nodeErrs []error
+	for i, n := range nodes {
+		s := &ci.Server
+		if n.Error != "" {
+			nodeErrs = append(nodeErrs, fmt.Errorf("%s: %s", n.Addr, n.Error))
+			continue
+		}
+		s.ConnectedClients += n.Server.ConnectedClients
+		s.BlockedClients += n.Server.BlockedClients
+		s.MaxClients += n.Server.MaxClients
+		s.RejectedConnections += n.Server.RejectedConnections
+		if s.RedisVersion == "" || versionLess(n.Server.RedisVersion, s.RedisVersion) {
+			s.RedisVersion = nodes[i].Server.RedisVersion
+		}
+	}
+	if err != nil {
+		return ci, fmt.Errorf("redisconn: reading cluster nodes from %s: %w", m.target(), err)
+	}
+	if len(nodeErrs) > 0 {
+		return ci, fmt.Errorf("redisconn: reading INFO from %d of %d cluster nodes failed: %w", len(nodeErrs), len(nodes), errors.Join(nodeErrs...))
+	}
+	return ci, nil
+}
+
+func (m *manager) fillPools(ci *ConnectionInfo, s *redis.PoolStats, nodes int) {
+	ci.Pool = poolInfo(s, m.cfg.PoolSize*nodes)
+	ci.PubSub = PubSubInfo{Active: s.PubSubStats.Active, Created: s.PubSubStats.Created}
+	if s.PipelineStats != nil {
+		pp := poolInfo((*redis.PoolStats)(s.PipelineStats), 0)
+		pp.MaxConns = redis.DefaultPipelinePoolSize * nodes
+		ci.PipelinePool = &pp
+	}
+}
+
+func serverInfo(ctx context.Context, c *redis.Client) (ServerInfo, error) {
+	raw, err := c.Info(ctx).Result()
+	if err != nil {
+		return ServerInfo{}, err
+	}
+	return parseServerInfo(raw), nil
+}
+
+// parseServerInfo reads the fields of ServerInfo from INFO's text.
+func parseServerInfo(raw string) ServerInfo {
+	var s ServerInfo
+	sc := bufio.NewScanner(strings.NewReader(raw))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(strings.TrimSpace(sc.Text()), ":")
+		if !ok {
+			continue
+		}
+		n, _ := strconv.ParseInt(v, 10, 64)
+		switch k {
+		case "redis_version":
+			s.RedisVersion = v
+		case "connected_clients":
+			s.ConnectedClients = n
+		case "blocked_clients":
+			s.BlockedClients = n
+		case "maxclients":
+			s.MaxClients = n
+		case "rejected_connections":
+			s.RejectedConnections = n
+		}
+	}
+	return s
+}
+
+// versionLess compares dotted versions numerically ("7.0.15" < "7.2.4").
+func versionLess(a, b string) bool {
+	as, bs := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; i < len(as) && i < len(bs); i++ {
+		x, _ := strconv.Atoi(as[i])
+		y, _ := strconv.Atoi(bs[i])
+		if x != y {
+			return x < y
+		}
+	}
+	return len(as) < len(bs)
+}

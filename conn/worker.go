@@ -1,0 +1,58 @@
+package conn
+
+import (
+	"context"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Worker is the connection manager of a heavy process. Its pool is
+// REDIS_WORKER_MAX_CONNECTIONS (default 200) and every command and every
+// pipeline goes through a FIFO limiter of REDIS_WORKER_MAX_CONCURRENT_OPS
+// (default 100) permits, so no burst of callers can exhaust the pool: callers
+// beyond the limit queue in the limiter, in order, and leave it when their
+// context ends.
+//
+// Worker embeds redis.UniversalClient, so every go-redis command works on it as
+// on a plain client. Notes on what goes through the limiter:
+//
+//   - A pipeline or transaction (Pipelined, TxPipelined) is one operation: one
+//     permit for the whole round trip.
+//   - Blocking commands (BLPOP, BRPOP, BLMOVE, XREAD BLOCK, WAIT, ...) hold
+//     their permit for as long as they block, because they hold a connection
+//     that long; that is what the limiter bounds. Keep their timeouts short on
+//     a worker, or give long-blocking consumers their own manager, or they
+//     starve the other callers.
+//   - Pub/sub (Subscribe, PSubscribe, SSubscribe) uses its own connections
+//     outside the pool and the limiter, counted in ConnectionInfo.PubSub.
+//     Publish is an ordinary command and takes a permit.
+type Worker struct {
+	redis.UniversalClient
+	m *manager
+}
+
+// NewWorker connects a Worker manager. It validates cfg (zero fields take the
+// worker defaults; Role must be RoleWorker or empty; MaxConcurrentOps at most
+// PoolSize) and checks that the server answers PING, failing with an error
+// that names the address otherwise.
+func NewWorker(ctx context.Context, cfg Config, opts ...Option) (*Worker, error) {
+	m, err := newManager(ctx, RoleWorker, cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Worker{UniversalClient: m.client, m: m}, nil
+}
+
+// Config returns the configuration in use, defaults filled in.
+func (w *Worker) Config() Config { return w.m.cfg }
+
+// ConnectionInfo returns pool statistics, the limiter's state and the
+// server's client counts (INFO). Pool and limiter figures are always filled; if
+// INFO fails, the error is returned together with them. Its INFO does not wait
+// for a limiter permit, so it answers while the limiter is saturated.
+func (w *Worker) ConnectionInfo(ctx context.Context) (ConnectionInfo, error) { return w.m.info(ctx) }
+
+// Close closes the pool. It is idempotent: later calls return nil. Callers
+// waiting for a limiter permit get ErrClosed at once, and so does every later
+// operation. Operations already running finish or fail on their own.
+func (w *Worker) Close() error { return w.m.close() }
