@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -142,7 +143,7 @@ func (w *Worker) batch(ctx context.Context, op string, values []any, send chunkF
 	done := 0
 	fail := func(err error, acked, uncertainTo int) (int, error) {
 		n := done + acked
-		if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		if cerr := contextErr(ctx); cerr != nil && !errors.Is(err, cerr) {
 			// A deadline that passes during the read surfaces as an i/o
 			// timeout; say that it was the caller's deadline.
 			err = fmt.Errorf("%w: %w", cerr, err)
@@ -178,6 +179,19 @@ func (w *Worker) batch(ctx context.Context, op string, values []any, send chunkF
 		done = end
 	}
 	return done, nil
+}
+
+// contextErr is ctx.Err(), and DeadlineExceeded as soon as the deadline has
+// passed: the socket's read deadline (set from ctx) can fire a moment before
+// the context's own timer.
+func contextErr(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // maybeSent reports whether a failed command may have reached Redis. It is

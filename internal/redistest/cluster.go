@@ -101,10 +101,29 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 	return c
 }
 
+// stateOK: every node sees cluster_state:ok and, in CLUSTER SLOTS, all 16384
+// slots owned by the masters with their replicas. (cluster_state alone is not
+// enough: with cluster-require-full-coverage off it is ok with slots missing.)
 func (c *Cluster) stateOK(ctx context.Context, clients []*redis.Client) bool {
+	perRange := 1 + len(c.Replicas)/len(c.Masters)
 	for _, cl := range clients {
 		info, err := cl.ClusterInfo(ctx).Result()
 		if err != nil || !strings.Contains(info, "cluster_state:ok") {
+			return false
+		}
+		slots, err := cl.ClusterSlots(ctx).Result()
+		if err != nil {
+			return false
+		}
+		covered, masters := 0, map[string]bool{}
+		for _, r := range slots {
+			if len(r.Nodes) != perRange {
+				return false
+			}
+			covered += int(r.End-r.Start) + 1
+			masters[r.Nodes[0].Addr] = true
+		}
+		if covered != 16384 || len(masters) != len(c.Masters) {
 			return false
 		}
 	}
