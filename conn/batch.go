@@ -5,7 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -59,7 +64,7 @@ func (noRetry) NoRetry() bool { return true }
 // Variadic RPUSH was chosen over a pipeline of single RPUSHes by measurement
 // (BenchmarkBulkRPush): about twice the items per second, and a chunk is atomic.
 func (w *Worker) BatchRPush(ctx context.Context, key string, values ...any) (int, error) {
-	return w.batch(ctx, "BatchRPush", values, func(ctx context.Context, chunk []any) (int, bool, error) {
+	return w.batch(ctx, "BatchRPush", "RPUSH", values, func(ctx context.Context, chunk []any) (int, bool, error) {
 		args := make([]any, 0, 2+len(chunk))
 		args = append(args, "rpush", key)
 		args = append(args, chunk...)
@@ -79,7 +84,7 @@ func (w *Worker) BatchRPush(ctx context.Context, key string, values ...any) (int
 // subscribers anywhere in the cluster receive the messages in order.
 // No messages: (0, nil) and no round trip.
 func (w *Worker) BatchPublish(ctx context.Context, channel string, messages ...any) (int, error) {
-	return w.batch(ctx, "BatchPublish", messages, func(ctx context.Context, chunk []any) (int, bool, error) {
+	return w.batch(ctx, "BatchPublish", "PUBLISH", messages, func(ctx context.Context, chunk []any) (int, bool, error) {
 		var pipe redis.Pipeliner
 		if cc, ok := w.m.client.(*redis.ClusterClient); ok {
 			// A keyless PUBLISH would go to any node, chunk by chunk, and the
@@ -133,11 +138,24 @@ func execPipe(ctx context.Context, pipe redis.Pipeliner) error {
 type chunkFunc func(ctx context.Context, chunk []any) (acked int, uncertain bool, err error)
 
 // batch drives a batch operation: chunking, one permit per chunk, stopping at
-// the first failure with a *BatchError.
-func (w *Worker) batch(ctx context.Context, op string, values []any, send chunkFunc) (int, error) {
+// the first failure with a *BatchError. With telemetry, the operation is one
+// span (op, with db.operation.batch.size) whose children are the chunks.
+func (w *Worker) batch(ctx context.Context, op, cmdName string, values []any, send chunkFunc) (n int, err error) {
 	total := len(values)
 	if total == 0 {
 		return 0, nil
+	}
+	if w.m.tel != nil {
+		var span trace.Span
+		ctx, span = w.m.tel.StartBatch(ctx, op, cmdName, total)
+		defer func() {
+			span.SetAttributes(attribute.Int("redisconn.batch.acknowledged", n))
+			if err != nil {
+				span.RecordError(err)
+				span.SetStatus(codes.Error, "batch stopped after "+strconv.Itoa(n)+" of "+strconv.Itoa(total)+" items")
+			}
+			span.End()
+		}()
 	}
 	size := w.m.cfg.BatchSize
 	done := 0
@@ -164,10 +182,14 @@ func (w *Worker) batch(ctx context.Context, op string, values []any, send chunkF
 		}
 		// The permit is taken here, not by the hook, so that a chunk that
 		// bypasses the client (cluster BatchPublish) is still one operation.
-		if err := w.m.limiter.acquire(ctx); err != nil {
-			return fail(permitError(err), 0, 0)
+		pctx, err := w.m.acquire(ctx)
+		if err != nil {
+			return fail(err, 0, 0)
 		}
-		acked, uncertain, err := send(context.WithValue(ctx, heldKey{}, w.m.limiter), values[done:end])
+		if w.m.tel != nil {
+			w.m.tel.RecordBatchChunk(pctx, cmdName, end-done)
+		}
+		acked, uncertain, err := send(pctx, values[done:end])
 		w.m.limiter.release()
 		if err != nil {
 			to := 0

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -47,47 +48,78 @@ func (h closedHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 // command waiting for its own connection set-up. Set-up commands issued
 // without a permit in the context (a pub/sub connection's handshake) pass too:
 // they belong to connections that the limiter does not govern.
-type limiterHook struct{ l *limiter }
+type limiterHook struct{ m *manager }
 
-// heldKey marks a context whose operation holds a permit of the limiter it
-// names (so a second manager's limiter is not bypassed).
+// heldKey marks a context whose operation holds a permit; the value is the
+// *permit, which names its limiter (so a second manager's limiter is not
+// bypassed) and how long it was waited for (for the operation's span).
 type heldKey struct{}
 
-func holdsPermit(ctx context.Context, l *limiter) bool {
-	held, _ := ctx.Value(heldKey{}).(*limiter)
-	return held == l
+type permit struct {
+	l      *limiter
+	waited time.Duration
+}
+
+func heldPermit(ctx context.Context, l *limiter) (*permit, bool) {
+	p, _ := ctx.Value(heldKey{}).(*permit)
+	return p, p != nil && p.l == l
 }
 
 func (h limiterHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (h limiterHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if holdsPermit(ctx, h.l) || isSetupCmd(cmd) {
+		if _, held := heldPermit(ctx, h.m.limiter); held || isSetupCmd(cmd) {
 			return next(ctx, cmd)
 		}
-		if err := h.l.acquire(ctx); err != nil {
-			err = permitError(err)
+		ctx, err := h.m.acquire(ctx)
+		if err != nil {
 			cmd.SetErr(err)
 			return err
 		}
-		defer h.l.release()
-		return next(context.WithValue(ctx, heldKey{}, h.l), cmd)
+		defer h.m.limiter.release()
+		return next(ctx, cmd)
 	}
 }
 
 func (h limiterHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if holdsPermit(ctx, h.l) || allSetupCmds(cmds) {
+		if _, held := heldPermit(ctx, h.m.limiter); held || allSetupCmds(cmds) {
 			return next(ctx, cmds)
 		}
-		if err := h.l.acquire(ctx); err != nil {
-			err = permitError(err)
+		ctx, err := h.m.acquire(ctx)
+		if err != nil {
 			setErr(cmds, err)
 			return err
 		}
-		defer h.l.release()
-		return next(context.WithValue(ctx, heldKey{}, h.l), cmds)
+		defer h.m.limiter.release()
+		return next(ctx, cmds)
 	}
+}
+
+// acquire takes a permit for one operation, records the wait, and returns the
+// context that carries the permit. The caller must release it exactly once.
+func (m *manager) acquire(ctx context.Context) (context.Context, error) {
+	waited, err := m.limiter.acquire(ctx)
+	if err != nil {
+		return ctx, permitError(err)
+	}
+	if m.tel != nil {
+		m.tel.RecordLimiterWait(ctx, waited)
+	}
+	return context.WithValue(ctx, heldKey{}, &permit{l: m.limiter, waited: waited}), nil
+}
+
+// limiterWait tells telemetry how long the operation in ctx waited.
+func (m *manager) limiterWait(ctx context.Context) (time.Duration, bool) {
+	if m.limiter == nil {
+		return 0, false
+	}
+	p, held := heldPermit(ctx, m.limiter)
+	if !held {
+		return 0, false
+	}
+	return p.waited, true
 }
 
 // withoutLimiter lets diagnostics (ConnectionInfo's INFO) through the limiter,
@@ -96,7 +128,7 @@ func withoutLimiter(ctx context.Context, l *limiter) context.Context {
 	if l == nil {
 		return ctx
 	}
-	return context.WithValue(ctx, heldKey{}, l)
+	return context.WithValue(ctx, heldKey{}, &permit{l: l})
 }
 
 // limiterWaitError is a failed permit acquisition: the caller's context ended

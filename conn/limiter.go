@@ -5,6 +5,7 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // limiter bounds how many operations run at once. It is a counting semaphore
@@ -48,29 +49,31 @@ func newLimiter(limit int) *limiter {
 }
 
 // acquire waits for a permit in FIFO order. It returns nil once the caller
-// holds one, ctx's error if ctx ended first (no permit held), or ErrClosed.
-func (l *limiter) acquire(ctx context.Context) error {
+// holds one, ctx's error if ctx ended first (no permit held), or ErrClosed,
+// and how long the caller waited (0 when a permit was free).
+func (l *limiter) acquire(ctx context.Context) (time.Duration, error) {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
 		l.rejectedClosed.Add(1)
-		return ErrClosed
+		return 0, ErrClosed
 	}
 	if l.inFlight < l.limit && l.waiters.Len() == 0 {
 		l.inFlight++
 		l.mu.Unlock()
 		l.acquired.Add(1)
-		return nil
+		return 0, nil
 	}
 	if err := ctx.Err(); err != nil {
 		l.mu.Unlock()
 		l.rejectedCtx.Add(1)
-		return err
+		return 0, err
 	}
 	w := &waiter{ready: make(chan struct{})}
 	elem := l.waiters.PushBack(w)
 	l.mu.Unlock()
 	l.waited.Add(1)
+	start := time.Now()
 
 	select {
 	case <-w.ready:
@@ -79,10 +82,10 @@ func (l *limiter) acquire(ctx context.Context) error {
 		l.mu.Unlock()
 		if !granted {
 			l.rejectedClosed.Add(1)
-			return ErrClosed
+			return 0, ErrClosed
 		}
 		l.acquired.Add(1)
-		return nil
+		return time.Since(start), nil
 	case <-ctx.Done():
 		l.mu.Lock()
 		if w.granted {
@@ -99,10 +102,10 @@ func (l *limiter) acquire(ctx context.Context) error {
 		l.mu.Unlock()
 		if closed {
 			l.rejectedClosed.Add(1)
-			return ErrClosed
+			return 0, ErrClosed
 		}
 		l.rejectedCtx.Add(1)
-		return ctx.Err()
+		return 0, ctx.Err()
 	}
 }
 

@@ -22,7 +22,7 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 
 func TestLimiterServesWaitersInArrivalOrder(t *testing.T) {
 	l := newLimiter(1)
-	if err := l.acquire(context.Background()); err != nil {
+	if err := l.take(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	const n = 50
@@ -35,7 +35,7 @@ func TestLimiterServesWaitersInArrivalOrder(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := l.acquire(context.Background()); err != nil {
+			if err := l.take(context.Background()); err != nil {
 				t.Error(err)
 				return
 			}
@@ -58,10 +58,10 @@ func TestLimiterServesWaitersInArrivalOrder(t *testing.T) {
 
 func TestLimiterNewcomerDoesNotOvertakeWaiters(t *testing.T) {
 	l := newLimiter(1)
-	_ = l.acquire(context.Background())
+	_ = l.take(context.Background())
 	granted := make(chan struct{})
 	go func() {
-		_ = l.acquire(context.Background())
+		_ = l.take(context.Background())
 		close(granted)
 	}()
 	waitUntil(t, "waiter queued", func() bool { return l.info().Waiting == 1 })
@@ -71,7 +71,7 @@ func TestLimiterNewcomerDoesNotOvertakeWaiters(t *testing.T) {
 	<-granted
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := l.acquire(ctx); !errors.Is(err, context.Canceled) {
+	if err := l.take(ctx); !errors.Is(err, context.Canceled) {
 		t.Fatalf("newcomer got %v, want context.Canceled", err)
 	}
 	if got := l.info(); got.InFlight != 1 || got.Waiting != 0 {
@@ -81,8 +81,8 @@ func TestLimiterNewcomerDoesNotOvertakeWaiters(t *testing.T) {
 
 func TestLimiterCancelledWaiterHoldsNoPermit(t *testing.T) {
 	l := newLimiter(2)
-	_ = l.acquire(context.Background())
-	_ = l.acquire(context.Background())
+	_ = l.take(context.Background())
+	_ = l.take(context.Background())
 	const n = 100
 	var wg sync.WaitGroup
 	for i := 0; i < n; i++ {
@@ -91,7 +91,7 @@ func TestLimiterCancelledWaiterHoldsNoPermit(t *testing.T) {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), time.Duration(1+i%10)*time.Millisecond)
 			defer cancel()
-			if err := l.acquire(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			if err := l.take(ctx); !errors.Is(err, context.DeadlineExceeded) {
 				t.Errorf("got %v, want context.DeadlineExceeded", err)
 			}
 		}()
@@ -107,8 +107,8 @@ func TestLimiterCancelledWaiterHoldsNoPermit(t *testing.T) {
 		t.Fatalf("in_flight %d after releasing all", got.InFlight)
 	}
 	// Both permits are usable again.
-	_ = l.acquire(context.Background())
-	_ = l.acquire(context.Background())
+	_ = l.take(context.Background())
+	_ = l.take(context.Background())
 }
 
 // A waiter whose context ends at the instant it is granted the permit must
@@ -122,7 +122,7 @@ func TestLimiterCancellationRacingAGrantLosesNoPermit(t *testing.T) {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), time.Duration(i%50)*time.Microsecond)
 			defer cancel()
-			if l.acquire(ctx) == nil {
+			if l.take(ctx) == nil {
 				time.Sleep(time.Duration(i%7) * time.Microsecond)
 				l.release()
 			}
@@ -138,7 +138,7 @@ func TestLimiterCancellationRacingAGrantLosesNoPermit(t *testing.T) {
 	}
 	for i := 0; i < 3; i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		if err := l.acquire(ctx); err != nil {
+		if err := l.take(ctx); err != nil {
 			t.Fatalf("permit %d lost: %v", i, err)
 		}
 		cancel()
@@ -157,7 +157,7 @@ func TestLimiterNeverExceedsItsLimit(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := l.acquire(context.Background()); err != nil {
+			if err := l.take(context.Background()); err != nil {
 				t.Error(err)
 				return
 			}
@@ -183,10 +183,10 @@ func TestLimiterNeverExceedsItsLimit(t *testing.T) {
 
 func TestLimiterCloseFailsWaitersAndNewcomers(t *testing.T) {
 	l := newLimiter(1)
-	_ = l.acquire(context.Background())
+	_ = l.take(context.Background())
 	errs := make(chan error, 10)
 	for i := 0; i < 10; i++ {
-		go func() { errs <- l.acquire(context.Background()) }()
+		go func() { errs <- l.take(context.Background()) }()
 	}
 	waitUntil(t, "10 waiters", func() bool { return l.info().Waiting == 10 })
 	l.close()
@@ -196,12 +196,33 @@ func TestLimiterCloseFailsWaitersAndNewcomers(t *testing.T) {
 			t.Fatalf("waiter got %v, want ErrClosed", err)
 		}
 	}
-	if err := l.acquire(context.Background()); !errors.Is(err, ErrClosed) {
+	if err := l.take(context.Background()); !errors.Is(err, ErrClosed) {
 		t.Fatalf("newcomer got %v, want ErrClosed", err)
 	}
 	l.release() // the permit held across Close is still released cleanly
 	got := l.info()
 	if got.InFlight != 0 || got.Waiting != 0 || got.RejectedClosed != 11 {
 		t.Fatalf("got %+v", got)
+	}
+}
+
+// take is acquire without the wait time.
+func (l *limiter) take(ctx context.Context) error {
+	_, err := l.acquire(ctx)
+	return err
+}
+
+func TestLimiterReportsTheWait(t *testing.T) {
+	l := newLimiter(1)
+	if waited, err := l.acquire(context.Background()); err != nil || waited != 0 {
+		t.Fatalf("free permit: waited %v, %v", waited, err)
+	}
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		l.release()
+	}()
+	waited, err := l.acquire(context.Background())
+	if err != nil || waited < 15*time.Millisecond {
+		t.Fatalf("waited %v, %v; want about 20ms", waited, err)
 	}
 }

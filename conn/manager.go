@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redisconn/redisconn/telemetry"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
@@ -29,6 +30,9 @@ type Option func(*options)
 type options struct {
 	meterProvider  metric.MeterProvider
 	tracerProvider trace.TracerProvider
+	telemetryOff   bool
+	dbStatement    bool
+	poolName       string
 }
 
 // WithMeterProvider sets where the manager's metrics go. Default:
@@ -41,6 +45,25 @@ func WithMeterProvider(mp metric.MeterProvider) Option {
 // otel.GetTracerProvider(), the global one.
 func WithTracerProvider(tp trace.TracerProvider) Option {
 	return func(o *options) { o.tracerProvider = tp }
+}
+
+// WithDBStatement puts each command's text (keys and values) on its span.
+// Off by default: spans then carry command names only.
+func WithDBStatement(on bool) Option {
+	return func(o *options) { o.dbStatement = on }
+}
+
+// WithPoolName sets the db.client.connection.pool.name attribute of the
+// manager's metrics. Default: the server's host:port/db, or "cluster/" and
+// the first seed.
+func WithPoolName(name string) Option {
+	return func(o *options) { o.poolName = name }
+}
+
+// WithTelemetry turns the manager's metrics and spans on (the default) or
+// off. Off, no instrument is created and no telemetry hook runs.
+func WithTelemetry(on bool) Option {
+	return func(o *options) { o.telemetryOff = !on }
 }
 
 func newOptions(opts []Option) options {
@@ -67,6 +90,8 @@ type manager struct {
 	client  redis.UniversalClient
 	limiter *limiter // nil for the API
 	cluster bool
+	tel     *telemetry.Instruments // nil when telemetry is off
+	server  serverCache
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -96,7 +121,13 @@ func newManager(ctx context.Context, role Role, cfg Config, opts []Option) (*man
 	client.AddHook(closedHook{closed: &m.closed})
 	if role == RoleWorker {
 		m.limiter = newLimiter(cfg.MaxConcurrentOps)
-		client.AddHook(limiterHook{l: m.limiter})
+		client.AddHook(limiterHook{m: m})
+	}
+	if !m.opts.telemetryOff {
+		if err := m.instrument(); err != nil {
+			_ = client.Close()
+			return nil, fmt.Errorf("redisconn: telemetry: %w", err)
+		}
 	}
 	if err := m.ping(ctx); err != nil {
 		_ = m.close()
@@ -254,7 +285,11 @@ func (m *manager) close() error {
 		if m.limiter != nil {
 			m.limiter.close()
 		}
-		m.closeErr = m.client.Close()
+		var telErr error
+		if m.tel != nil {
+			telErr = m.tel.Close()
+		}
+		m.closeErr = errors.Join(m.client.Close(), telErr)
 	})
 	if first {
 		return m.closeErr

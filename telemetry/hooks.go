@@ -1,0 +1,106 @@
+package telemetry
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/extra/redisotel/v9"
+	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// LimiterWaitFunc tells the operation hook how long the operation in ctx
+// waited for its limiter permit; false when it took none.
+type LimiterWaitFunc func(ctx context.Context) (time.Duration, bool)
+
+// Instrument adds, to a standalone client or to every node of a cluster
+// client, redisotel's per-command and per-pipeline CLIENT spans and then the
+// operation hook (db.client.operation.duration, limiter wait on the span).
+// Call it before the client's first command. waitFrom may be nil.
+//
+// The hooks go inside whatever hooks the client already has. conn adds its
+// limiter first, so spans and durations start once the permit is held; the
+// wait is recorded on its own (RecordLimiterWait) and as the span attribute
+// redisconn.limiter.wait_time.
+func (in *Instruments) Instrument(client redis.UniversalClient, waitFrom LimiterWaitFunc) error {
+	if waitFrom == nil {
+		waitFrom = func(context.Context) (time.Duration, bool) { return 0, false }
+	}
+	err := redisotel.InstrumentTracing(client,
+		redisotel.WithTracerProvider(in.cfg.TracerProvider),
+		redisotel.WithDBStatement(in.cfg.DBStatement),
+		redisotel.WithAttributes(in.baseKV...),
+	)
+	if err != nil {
+		return err
+	}
+	hook := &operationHook{in: in, waitFrom: waitFrom}
+	switch c := client.(type) {
+	case *redis.Client:
+		c.AddHook(hook)
+	case *redis.ClusterClient:
+		// After redisotel's own OnNewNode, so on every node it runs inside the span.
+		c.OnNewNode(func(node *redis.Client) { node.AddHook(hook) })
+	default:
+		return fmt.Errorf("telemetry: %T is not supported (want *redis.Client or *redis.ClusterClient)", client)
+	}
+	return nil
+}
+
+// operationHook records db.client.operation.duration for every command and
+// pipeline, inside the operation's span (so a sampled span becomes the
+// sample's exemplar), and puts the limiter wait on that span.
+type operationHook struct {
+	in       *Instruments
+	waitFrom LimiterWaitFunc
+}
+
+func (h *operationHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *operationHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		start := time.Now()
+		err := next(ctx, cmd)
+		h.done(ctx, commandName(cmd.Name()), start, err)
+		return err
+	}
+}
+
+func (h *operationHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		start := time.Now()
+		err := next(ctx, cmds)
+		name := "PIPELINE"
+		if len(cmds) > 0 && cmds[0].Name() == "multi" {
+			name = "MULTI"
+		}
+		h.done(ctx, name, start, err)
+		return err
+	}
+}
+
+func (h *operationHook) done(ctx context.Context, name string, start time.Time, err error) {
+	elapsed := time.Since(start).Seconds()
+	if err == nil || err == redis.Nil {
+		h.in.duration.Record(ctx, elapsed, h.in.operationOpt(name))
+	} else {
+		h.in.duration.Record(ctx, elapsed, metric.WithAttributeSet(
+			h.in.with(AttrOperationName.String(name), AttrErrorType.String(ErrorType(err)))))
+	}
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		if waited, ok := h.waitFrom(ctx); ok {
+			span.SetAttributes(attribute.Float64(string(AttrLimiterWaitTime), waited.Seconds()))
+		}
+	}
+}
+
+// commandName maps a go-redis command name to a bounded db.operation.name.
+func commandName(name string) string {
+	if n, ok := knownCommands[name]; ok {
+		return n
+	}
+	return "_OTHER"
+}
