@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redisconn/redisconn/telemetry"
 )
 
 // BatchError is the error of a batch operation that did not get every item
@@ -151,8 +152,10 @@ func (w *Worker) batch(ctx context.Context, op, cmdName string, values []any, se
 		defer func() {
 			span.SetAttributes(attribute.Int("redisconn.batch.acknowledged", n))
 			if err != nil {
-				span.RecordError(err)
-				span.SetStatus(codes.Error, "batch stopped after "+strconv.Itoa(n)+" of "+strconv.Itoa(total)+" items")
+				// The error type, not the message: messages can quote arguments.
+				et := telemetry.ErrorType(errors.Unwrap(err))
+				span.SetAttributes(telemetry.AttrErrorType.String(et))
+				span.SetStatus(codes.Error, "stopped after "+strconv.Itoa(n)+" of "+strconv.Itoa(total)+" items: "+et)
 			}
 			span.End()
 		}()

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/redis/go-redis/extra/redisotel/v9"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -17,8 +16,8 @@ import (
 type LimiterWaitFunc func(ctx context.Context) (time.Duration, bool)
 
 // Instrument adds, to a standalone client or to every node of a cluster
-// client, redisotel's per-command and per-pipeline CLIENT spans and then the
-// operation hook (db.client.operation.duration, limiter wait on the span).
+// client, the per-command and per-pipeline CLIENT spans (tracingHook) and then
+// the operation hook (db.client.operation.duration, limiter wait on the span).
 // Call it before the client's first command. waitFrom may be nil.
 //
 // The hooks go inside whatever hooks the client already has. conn adds its
@@ -29,21 +28,16 @@ func (in *Instruments) Instrument(client redis.UniversalClient, waitFrom Limiter
 	if waitFrom == nil {
 		waitFrom = func(context.Context) (time.Duration, bool) { return 0, false }
 	}
-	err := redisotel.InstrumentTracing(client,
-		redisotel.WithTracerProvider(in.cfg.TracerProvider),
-		redisotel.WithDBStatement(in.cfg.DBStatement),
-		redisotel.WithAttributes(in.baseKV...),
-	)
-	if err != nil {
-		return err
+	op := &operationHook{in: in, waitFrom: waitFrom}
+	add := func(c *redis.Client) {
+		c.AddHook(newTracingHook(in, c.Options().Addr))
+		c.AddHook(op) // inside the span: its exemplars point at the command
 	}
-	hook := &operationHook{in: in, waitFrom: waitFrom}
 	switch c := client.(type) {
 	case *redis.Client:
-		c.AddHook(hook)
+		add(c)
 	case *redis.ClusterClient:
-		// After redisotel's own OnNewNode, so on every node it runs inside the span.
-		c.OnNewNode(func(node *redis.Client) { node.AddHook(hook) })
+		c.OnNewNode(add)
 	default:
 		return fmt.Errorf("telemetry: %T is not supported (want *redis.Client or *redis.ClusterClient)", client)
 	}
@@ -85,7 +79,7 @@ func (h *operationHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redi
 func (h *operationHook) done(ctx context.Context, name string, start time.Time, err error) {
 	elapsed := time.Since(start).Seconds()
 	if err == nil || err == redis.Nil {
-		h.in.duration.Record(ctx, elapsed, h.in.operationOpt(name))
+		h.in.duration.Record(ctx, elapsed, h.in.operationOpts(name)...)
 	} else {
 		h.in.duration.Record(ctx, elapsed, metric.WithAttributeSet(
 			h.in.with(AttrOperationName.String(name), AttrErrorType.String(ErrorType(err)))))

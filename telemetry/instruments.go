@@ -126,8 +126,8 @@ type Instruments struct {
 	waitTime     metric.Float64Histogram
 	batchSize    metric.Int64Histogram
 	duration     metric.Float64Histogram
-	baseOpt      metric.MeasurementOption
-	durationOpts sync.Map // command name -> metric.MeasurementOption
+	baseRecord   []metric.RecordOption // passed as is: no variadic slice per call
+	durationOpts sync.Map              // command name -> []metric.RecordOption
 
 	inFlight, waiting, limit, rejected                      metric.Int64Observable
 	connCount, connMax, connPending, connTimeouts           metric.Int64Observable
@@ -153,7 +153,7 @@ func New(cfg Config) (*Instruments, error) {
 		baseKV: []attribute.KeyValue{AttrRole.String(cfg.Role), AttrPoolName.String(cfg.PoolName)},
 	}
 	in.base = attribute.NewSet(in.baseKV...)
-	in.baseOpt = metric.WithAttributeSet(in.base)
+	in.baseRecord = []metric.RecordOption{metric.WithAttributeSet(in.base)}
 	in.idleOpt = metric.WithAttributeSet(in.with(AttrState.String("idle")))
 	in.usedOpt = metric.WithAttributeSet(in.with(AttrState.String("used")))
 	in.rejectedContextOpt = metric.WithAttributeSet(in.with(AttrReason.String("context")))
@@ -224,13 +224,13 @@ func (in *Instruments) Tracer() trace.Tracer { return in.tracer }
 
 // RecordLimiterWait records one granted permit and how long it was waited for.
 func (in *Instruments) RecordLimiterWait(ctx context.Context, waited time.Duration) {
-	in.waitTime.Record(ctx, waited.Seconds(), in.baseOpt)
+	in.waitTime.Record(ctx, waited.Seconds(), in.baseRecord...)
 }
 
 // RecordBatchChunk records one batch round trip of n items; op is the Redis
 // command ("RPUSH", "PUBLISH").
 func (in *Instruments) RecordBatchChunk(ctx context.Context, op string, n int) {
-	in.batchSize.Record(ctx, int64(n), in.operationOpt(op))
+	in.batchSize.Record(ctx, int64(n), in.operationOpts(op)...)
 }
 
 // StartBatch starts the parent span of a batch operation; its chunks' command
@@ -243,12 +243,13 @@ func (in *Instruments) StartBatch(ctx context.Context, name, op string, items in
 	)
 }
 
-// operationOpt returns the cached attribute set for a successful operation.
-func (in *Instruments) operationOpt(op string) metric.MeasurementOption {
+// operationOpts returns the cached attributes of a successful operation; op
+// comes from a bounded set, so the cache is bounded too.
+func (in *Instruments) operationOpts(op string) []metric.RecordOption {
 	if o, ok := in.durationOpts.Load(op); ok {
-		return o.(metric.MeasurementOption)
+		return o.([]metric.RecordOption)
 	}
-	o := metric.WithAttributeSet(in.with(AttrOperationName.String(op)))
+	o := []metric.RecordOption{metric.WithAttributeSet(in.with(AttrOperationName.String(op)))}
 	in.durationOpts.Store(op, o)
 	return o
 }
