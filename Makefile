@@ -3,9 +3,18 @@ GO      ?= go
 GOFLAGS ?=
 PKGS    := ./...
 
-.PHONY: all deps test lint vet fmt-check unit bench fuzz clean
+.PHONY: all deps demo demo-contrast test lint vet fmt-check bench fuzz clean
 
 all: test
+
+## demo: the main job: redis-server, Prometheus, the API, two workers and a load driver
+## for DEMO_DURATION (30s), a summary, the before/after table, then everything stopped
+demo: deps
+	$(GO) run ./examples/demo
+
+## demo-contrast: only the before/after comparison (one shared pool vs conn.Worker)
+demo-contrast: deps
+	$(GO) run ./examples/demo -contrast-only
 
 ## deps: install redis-server, redis-tools and prometheus from Debian's packages when missing
 deps:

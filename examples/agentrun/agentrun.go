@@ -96,6 +96,48 @@ func Enqueue(ctx context.Context, c redis.UniversalClient, job Job, lockTTL time
 	return nil
 }
 
+// Status is where a run stands.
+type Status struct {
+	ID        string `json:"id"`
+	Status    string `json:"status"` // queued, running, completed, stopped, failed
+	Responses int64  `json:"responses"`
+}
+
+// ErrNoRun: no run with that id is active or has responses.
+var ErrNoRun = errors.New("agentrun: no such run")
+
+// GetStatus reads a run's status: the lock while it is active, else its
+// final status response.
+func GetStatus(ctx context.Context, c redis.UniversalClient, id string) (Status, error) {
+	st := Status{ID: id}
+	var lock *redis.StringCmd
+	var n *redis.IntCmd
+	var last *redis.StringSliceCmd
+	_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		lock = p.Get(ctx, LockKey(id))
+		n = p.LLen(ctx, ResponsesKey(id))
+		last = p.LRange(ctx, ResponsesKey(id), -1, -1)
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return st, err
+	}
+	st.Responses = n.Val()
+	if l := lock.Val(); l != "" {
+		st.Status = l
+		return st, nil
+	}
+	if vals := last.Val(); len(vals) == 1 {
+		var r Response
+		if json.Unmarshal([]byte(vals[0]), &r) == nil && r.Final() {
+			st.Status = r.Status
+			st.Responses-- // the status element is not a response
+			return st, nil
+		}
+	}
+	return st, ErrNoRun
+}
+
 // ProduceOptions shape a worker's run.
 type ProduceOptions struct {
 	// BatchSize is how many responses are written and announced together.

@@ -1,6 +1,7 @@
 // Command api is the example platform's API process on a conn.API (pool 128):
 //
 //	POST /runs                  start a run: {"responses": N} (optional); 202 {"id": ...}
+//	GET  /runs/{id}             {"id", "status": queued|running|completed|stopped|failed, "responses": N}
 //	GET  /runs/{id}/stream      the run's responses as Server-Sent Events, live
 //	POST /runs/{id}/stop        ask the worker to stop the run
 //	GET  /cache/{name}          a value computed once and cached in Redis (SET EX)
@@ -99,6 +100,7 @@ func newServer(api *conn.API, tel *telemetry.Telemetry, defaultResponses int, lo
 	s := &server{api: api, log: log, defaultResponses: defaultResponses}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /runs", s.startRun)
+	mux.HandleFunc("GET /runs/{id}", s.runStatus)
 	mux.HandleFunc("GET /runs/{id}/stream", s.stream)
 	mux.HandleFunc("POST /runs/{id}/stop", s.stopRun)
 	mux.HandleFunc("GET /cache/{name}", s.cached)
@@ -211,6 +213,19 @@ func (s *server) stream(w http.ResponseWriter, r *http.Request) {
 	default:
 		s.log.Error("stream", "run", id, "sent", sent, "error", err)
 		fmt.Fprintf(w, "event: error\ndata: %q\n\n", "stream interrupted")
+	}
+}
+
+func (s *server) runStatus(w http.ResponseWriter, r *http.Request) {
+	st, err := agentrun.GetStatus(r.Context(), s.api, r.PathValue("id"))
+	switch {
+	case errors.Is(err, agentrun.ErrNoRun):
+		http.Error(w, "no such run", http.StatusNotFound)
+	case err != nil:
+		http.Error(w, "redis unavailable", http.StatusServiceUnavailable)
+	default:
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(st)
 	}
 }
 

@@ -164,6 +164,15 @@ func TestStreamDeliversEveryResponseInOrderAndEnds(t *testing.T) {
 	if n := p.api.Exists(ctx, agentrun.LockKey(id)).Val(); n != 0 {
 		t.Error("the run lock was not released")
 	}
+	resp, err := http.Get(p.srv.URL + "/runs/" + id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st agentrun.Status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil || st.Status != "completed" || st.Responses != 1234 {
+		t.Errorf("GET /runs/{id}: %+v %v", st, err)
+	}
 }
 
 func TestManyConcurrentRunsAllComplete(t *testing.T) {

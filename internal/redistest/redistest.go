@@ -83,6 +83,9 @@ func StartProcess(opts Options, dir string) (*Server, error) {
 	if _, err := exec.LookPath(Binary); err != nil {
 		return nil, fmt.Errorf("%s is not on PATH; run `make deps` (apt-get install redis-server redis-tools)", Binary)
 	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
 	s := &Server{opts: opts, dir: dir}
 	if opts.TLS {
 		certs, err := GenerateCerts(s.dir)
