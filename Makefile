@@ -3,7 +3,7 @@ GO      ?= go
 GOFLAGS ?=
 PKGS    := ./...
 
-.PHONY: all deps demo demo-contrast test lint vet fmt-check bench fuzz clean
+.PHONY: all deps demo demo-contrast test rules e2e lint vet fmt-check bench fuzz clean
 
 all: test
 
@@ -20,9 +20,14 @@ demo-contrast: deps
 deps:
 	@./scripts/deps.sh
 
-## test: deps, then format, vet and the whole suite under the race detector
-test: deps lint
+## test: deps, then format, vet, the Prometheus rules (promtool) and the whole suite under the race detector
+test: deps lint rules
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+## rules: promtool checks the rule file and runs its unit tests
+rules:
+	promtool check rules alerts/redisconn.rules.yml
+	cd alerts && promtool test rules redisconn.rules.test.yml
 
 ## lint: gofmt and go vet
 lint: fmt-check vet
