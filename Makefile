@@ -3,7 +3,7 @@ GO      ?= go
 GOFLAGS ?=
 PKGS    := ./...
 
-.PHONY: all deps demo demo-contrast test rules e2e lint vet fmt-check bench fuzz clean
+.PHONY: all deps demo demo-contrast test rules e2e generate lint vet fmt-check bench fuzz clean
 
 all: test
 
@@ -29,6 +29,14 @@ rules:
 	promtool check rules alerts/redisconn.rules.yml
 	cd alerts && promtool test rules redisconn.rules.test.yml
 
+## e2e: the dashboards and alert rules proven against a real Prometheus and redis-server
+e2e: deps
+	$(GO) test -tags e2e -count=1 -timeout 10m -v ./e2e/
+
+## generate: regenerate dashboards/redisconn.json from dashboards/dashboards.go
+generate:
+	$(GO) generate ./dashboards
+
 ## lint: gofmt and go vet
 lint: fmt-check vet
 
@@ -38,6 +46,7 @@ fmt-check:
 
 vet:
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags e2e ./e2e/
 
 ## bench: the Go micro-benchmarks of the conn package against an ephemeral redis-server
 bench: deps

@@ -1,0 +1,508 @@
+//go:build e2e
+
+// Package e2e proves the dashboards and the alert rules against a real
+// Prometheus: a worker and an API manager are driven into exhaustion against a
+// real redis-server (tiny pools, maxclients reached, server paused with
+// SIGSTOP), Prometheus scrapes them every second with the project's rules
+// loaded (their `for:` shortened in a temporary copy), and the test asserts
+// through the Prometheus HTTP API that the exhaustion alerts go pending or
+// firing, that every dashboard query and every rule expression parses and
+// returns data, and that exemplars can be queried. Run: make e2e.
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redisconn/redisconn/conn"
+	"github.com/redisconn/redisconn/internal/redistest"
+	"github.com/redisconn/redisconn/telemetry"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.yaml.in/yaml/v3"
+)
+
+const (
+	rulesFile     = "../alerts/redisconn.rules.yml"
+	dashboardFile = "../dashboards/redisconn.json"
+)
+
+// The alerts that the exhaustion below must bring to pending or firing.
+var exhaustionAlerts = []string{
+	"RedisconnPoolNearExhaustion",
+	"RedisconnPoolTimeouts",
+	"RedisconnLimiterSaturated",
+	"RedisconnLimiterWaitHigh",
+	"RedisconnLimiterWaitersPilingUp",
+	"RedisconnServerClientsNearMax",
+	"RedisconnServerRejectingConnections",
+}
+
+func TestDashboardsAndAlertsAgainstPrometheus(t *testing.T) {
+	promBin, err := exec.LookPath("prometheus")
+	if err != nil {
+		t.Fatal("prometheus is not installed: run `make deps` (apt-get install prometheus)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+
+	// Redis with room for 40 clients.
+	srv := redistest.Start(t, redistest.Options{Args: []string{"--maxclients", "40"}})
+
+	// The managers, with the SDK sampling every trace so exemplars exist.
+	tel, err := telemetry.Setup(ctx, telemetry.WithGlobal(false), telemetry.WithServiceName("e2e"),
+		telemetry.WithSampler(sdktrace.AlwaysSample()), telemetry.WithSpanExporter(tracetest.NewInMemoryExporter()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tel.Shutdown(context.Background())
+	opts := []conn.Option{conn.WithMeterProvider(tel.MeterProvider), conn.WithTracerProvider(tel.TracerProvider)}
+	wcfg := conn.DefaultConfig(conn.RoleWorker)
+	wcfg.Host, wcfg.Port, wcfg.PoolSize, wcfg.MaxConcurrentOps = "127.0.0.1", srv.Port(), 8, 4
+	w, err := conn.NewWorker(ctx, wcfg, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	acfg := conn.DefaultConfig(conn.RoleAPI)
+	acfg.Host, acfg.Port, acfg.PoolSize, acfg.PoolTimeout = "127.0.0.1", srv.Port(), 2, 100*time.Millisecond
+	api, err := conn.NewAPI(ctx, acfg, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer api.Close()
+
+	// /metrics on a free port.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsSrv := &http.Server{Handler: tel.Handler()}
+	go metricsSrv.Serve(l)
+	defer metricsSrv.Close()
+
+	prom := startPrometheus(t, promBin, l.Addr().String())
+
+	// Phase 1, healthy traffic, inside sampled spans: every family gets data.
+	normalTraffic(t, ctx, tel, w, api)
+
+	// Phase 2, the server runs out of clients: the rest of maxclients taken by
+	// raw connections, and more refused.
+	raw := fillMaxClients(t, srv.Addr(), 45)
+	defer func() {
+		for _, c := range raw {
+			c.Close()
+		}
+	}()
+	// Let the managers' INFO cache (10 s) see it.
+	time.Sleep(telemetry.ServerInfoMaxAge + 2*time.Second)
+
+	// Phase 3, the server stalls (SIGSTOP): the worker's limiter saturates
+	// with callers queueing behind it, the API's tiny pool times out.
+	seen := newAlertWatch(prom)
+	srv.Pause()
+	var wg sync.WaitGroup
+	for i := 0; i < 40; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			_ = w.Get(c, "e2e:k").Err()
+		}()
+	}
+	stopAPI := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stopAPI:
+				return
+			default:
+			}
+			for i := 0; i < 10; i++ {
+				go func() {
+					c, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+					defer cancel()
+					_ = api.Get(c, "e2e:k").Err()
+				}()
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}()
+	seen.watchFor(ctx, 12*time.Second)
+	srv.Resume()
+	close(stopAPI)
+	wg.Wait() // the queued callers now get permits after long waits
+	// Keep some traffic so rates and quantiles have fresh samples.
+	normalTraffic(t, ctx, tel, w, api)
+	seen.watchFor(ctx, 15*time.Second)
+
+	for _, name := range exhaustionAlerts {
+		if state := seen.best(name); state != "firing" && state != "pending" {
+			t.Errorf("alert %s never went pending or firing (saw %q)", name, state)
+		}
+	}
+	if state := seen.best("RedisconnMetricsAbsent"); state != "" {
+		t.Errorf("RedisconnMetricsAbsent was %s while metrics were scraped", state)
+	}
+	t.Logf("alert states seen: %v", seen.states())
+
+	// Every dashboard query, variables substituted, parses and returns data.
+	for _, q := range dashboardQueries(t) {
+		res, err := prom.query(ctx, q.expr)
+		if err != nil {
+			t.Errorf("dashboard panel %q: %v\n  %s", q.panel, err, q.expr)
+			continue
+		}
+		if res == 0 {
+			t.Errorf("dashboard panel %q returns no data:\n  %s", q.panel, q.expr)
+		}
+	}
+	// Every rule expression parses; recording rules return data.
+	for _, r := range ruleExprs(t) {
+		n, err := prom.query(ctx, r.expr)
+		if err != nil {
+			t.Errorf("rule %s: %v", r.name, err)
+			continue
+		}
+		if r.record && n == 0 {
+			t.Errorf("recording rule %s returns no data", r.name)
+		}
+		if r.record {
+			if m, err := prom.query(ctx, r.name); err != nil || m == 0 {
+				t.Errorf("recorded series %s missing in Prometheus: %v", r.name, err)
+			}
+		}
+	}
+	// Exemplars reach Prometheus and carry trace ids.
+	n, err := prom.exemplars(ctx, `db_client_operation_duration_seconds_bucket`)
+	if err != nil || n == 0 {
+		t.Errorf("no exemplars on db_client_operation_duration_seconds_bucket: %v", err)
+	}
+	n, err = prom.exemplars(ctx, `redisconn_limiter_wait_time_seconds_bucket`)
+	if err != nil || n == 0 {
+		t.Errorf("no exemplars on redisconn_limiter_wait_time_seconds_bucket: %v", err)
+	}
+}
+
+func normalTraffic(t *testing.T, ctx context.Context, tel *telemetry.Telemetry, w *conn.Worker, api *conn.API) {
+	t.Helper()
+	tracer := tel.TracerProvider.Tracer("e2e")
+	for i := 0; i < 20; i++ {
+		c, span := tracer.Start(ctx, "agent.run")
+		values := make([]any, 120)
+		for j := range values {
+			values[j] = j
+		}
+		if _, err := w.BatchRPush(c, "e2e:list", values...); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.BatchPublish(c, "e2e:ch", values[:60]...); err != nil {
+			t.Fatal(err)
+		}
+		_ = w.Set(c, "e2e:string", "v", time.Minute).Err()
+		_ = w.LPush(c, "e2e:string", "x").Err() // WRONGTYPE: an error_type series
+		_ = api.Get(c, "e2e:string").Err()
+		span.End()
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// fillMaxClients opens n raw connections; those past maxclients are refused.
+func fillMaxClients(t *testing.T, addr string, n int) []net.Conn {
+	t.Helper()
+	var conns []net.Conn
+	refused := 0
+	for i := 0; i < n; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		buf := make([]byte, 64)
+		if k, _ := c.Read(buf); k > 0 && strings.Contains(string(buf[:k]), "max number of clients") {
+			refused++
+			c.Close()
+			continue
+		}
+		_ = c.SetReadDeadline(time.Time{})
+		conns = append(conns, c)
+	}
+	if refused == 0 {
+		t.Fatalf("opened %d connections and none was refused: maxclients not reached", n)
+	}
+	return conns
+}
+
+// prometheus is a real Prometheus started for the test.
+type prometheus struct {
+	base string
+}
+
+func startPrometheus(t *testing.T, bin, target string) *prometheus {
+	t.Helper()
+	dir := t.TempDir()
+	rules, err := os.ReadFile(rulesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same rules with every `for:` at 1s, in a temporary copy only.
+	fast := regexp.MustCompile(`(?m)^(\s+)for: \S+`).ReplaceAll(rules, []byte("${1}for: 1s"))
+	if err := os.WriteFile(filepath.Join(dir, "rules.yml"), fast, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	config := fmt.Sprintf(`global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+rule_files: [%q]
+scrape_configs:
+  - job_name: redisconn-e2e
+    static_configs:
+      - targets: [%q]
+`, filepath.Join(dir, "rules.yml"), target)
+	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	port, err := redistest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	logf, err := os.Create(filepath.Join(dir, "prometheus.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin,
+		"--config.file="+filepath.Join(dir, "prometheus.yml"),
+		"--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+addr,
+		"--enable-feature=exemplar-storage",
+	)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		logf.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(dir, "prometheus.log"))
+			t.Logf("prometheus log:\n%s", tailLines(string(b), 30))
+		}
+	})
+	p := &prometheus{base: "http://" + addr}
+	if !redistest.WaitFor(context.Background(), 30*time.Second, func() bool {
+		resp, err := http.Get(p.base + "/-/ready")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	}) {
+		t.Fatal("prometheus did not become ready")
+	}
+	// Wait until the target is scraped.
+	if !redistest.WaitFor(context.Background(), 30*time.Second, func() bool {
+		n, err := p.query(context.Background(), `up{job="redisconn-e2e"} == 1`)
+		return err == nil && n > 0
+	}) {
+		t.Fatal("prometheus did not scrape the managers")
+	}
+	return p
+}
+
+func tailLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (p *prometheus) get(ctx context.Context, path string, params url.Values, out any) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.base+path+"?"+params.Encode(), nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var env struct {
+		Status string          `json:"status"`
+		Error  string          `json:"error"`
+		Data   json.RawMessage `json:"data"`
+	}
+	if err := json.Unmarshal(body, &env); err != nil {
+		return fmt.Errorf("%s: %s", resp.Status, body)
+	}
+	if env.Status != "success" {
+		return errors.New(env.Error)
+	}
+	return json.Unmarshal(env.Data, out)
+}
+
+// query runs an instant query and returns how many series it returned.
+func (p *prometheus) query(ctx context.Context, expr string) (int, error) {
+	var data struct {
+		Result []json.RawMessage `json:"result"`
+	}
+	err := p.get(ctx, "/api/v1/query", url.Values{"query": {expr}}, &data)
+	return len(data.Result), err
+}
+
+// exemplars counts exemplars with a trace_id over the last 5 minutes.
+func (p *prometheus) exemplars(ctx context.Context, expr string) (int, error) {
+	var data []struct {
+		Exemplars []struct {
+			Labels map[string]string `json:"labels"`
+		} `json:"exemplars"`
+	}
+	now := time.Now()
+	err := p.get(ctx, "/api/v1/query_exemplars", url.Values{
+		"query": {expr}, "start": {fmt.Sprint(now.Add(-5 * time.Minute).Unix())}, "end": {fmt.Sprint(now.Unix())},
+	}, &data)
+	n := 0
+	for _, s := range data {
+		for _, e := range s.Exemplars {
+			if len(e.Labels["trace_id"]) == 32 {
+				n++
+			}
+		}
+	}
+	return n, err
+}
+
+// alertWatch remembers the most advanced state each alert reached.
+type alertWatch struct {
+	p  *prometheus
+	mu sync.Mutex
+	st map[string]string
+}
+
+func newAlertWatch(p *prometheus) *alertWatch { return &alertWatch{p: p, st: map[string]string{}} }
+
+func (a *alertWatch) watchFor(ctx context.Context, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		var data struct {
+			Alerts []struct {
+				Labels map[string]string `json:"labels"`
+				State  string            `json:"state"`
+			} `json:"alerts"`
+		}
+		if err := a.p.get(ctx, "/api/v1/alerts", nil, &data); err == nil {
+			a.mu.Lock()
+			for _, al := range data.Alerts {
+				name := al.Labels["alertname"]
+				if a.st[name] != "firing" {
+					a.st[name] = al.State
+				}
+			}
+			a.mu.Unlock()
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+func (a *alertWatch) best(name string) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.st[name]
+}
+
+func (a *alertWatch) states() map[string]string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := map[string]string{}
+	for k, v := range a.st {
+		out[k] = v
+	}
+	return out
+}
+
+type panelQuery struct{ panel, expr string }
+
+// dashboardQueries are the dashboard's PromQL expressions with the variables
+// as "All" and $__rate_interval as Grafana would set it for a 1 s scrape.
+func dashboardQueries(t *testing.T) []panelQuery {
+	t.Helper()
+	b, err := os.ReadFile(dashboardFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatal(err)
+	}
+	r := strings.NewReplacer("$job", ".*", "$instance", ".*", "$role", ".*", "$__rate_interval", "30s")
+	var out []panelQuery
+	for _, p := range d.Panels {
+		for _, q := range p.Targets {
+			out = append(out, panelQuery{p.Title, r.Replace(q.Expr)})
+		}
+	}
+	if len(out) < 20 {
+		t.Fatalf("only %d queries in %s", len(out), dashboardFile)
+	}
+	return out
+}
+
+type ruleExpr struct {
+	name, expr string
+	record     bool
+}
+
+func ruleExprs(t *testing.T) []ruleExpr {
+	t.Helper()
+	b, err := os.ReadFile(rulesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct {
+		Groups []struct {
+			Rules []struct {
+				Record string `yaml:"record"`
+				Alert  string `yaml:"alert"`
+				Expr   string `yaml:"expr"`
+			} `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	if err := yaml.Unmarshal(b, &f); err != nil {
+		t.Fatal(err)
+	}
+	var out []ruleExpr
+	for _, g := range f.Groups {
+		for _, r := range g.Rules {
+			name := r.Record
+			if name == "" {
+				name = r.Alert
+			}
+			out = append(out, ruleExpr{name: name, expr: r.Expr, record: r.Record != ""})
+		}
+	}
+	return out
+}
