@@ -3,7 +3,7 @@ GO      ?= go
 GOFLAGS ?=
 PKGS    := ./...
 
-.PHONY: all deps demo demo-contrast test rules e2e generate lint vet fmt-check bench fuzz clean
+.PHONY: all deps demo demo-contrast test rules e2e generate bench-go lint vet fmt-check bench fuzz clean
 
 all: test
 
@@ -48,9 +48,14 @@ vet:
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags e2e ./e2e/
 
-## bench: the Go micro-benchmarks of the conn package against an ephemeral redis-server
+## bench: the benchmark program: scenarios S1-S4 side by side in rounds, a table with
+## ratios and targets, JSON in bench-results.json (BENCH_QUICK=1: under a minute)
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./conn/
+	$(GO) run ./bench
+
+## bench-go: the Go micro-benchmarks (batch encoding, telemetry cost per operation)
+bench-go: deps
+	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./conn/ ./telemetry/
 
 ## fuzz: run each fuzz target for FUZZTIME (default 30s); `make test` runs their seed corpus
 FUZZTIME ?= 30s

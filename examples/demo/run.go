@@ -249,5 +249,3 @@ func (s *stack) whereToLook(out io.Writer, keep bool) {
 		}
 	}
 }
-
-func netSplitHostPort(a string) (string, string, error) { return net.SplitHostPort(a) }

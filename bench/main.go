@@ -1,0 +1,106 @@
+// Command bench measures the design's claims side by side in one run against
+// an ephemeral redis-server (`make bench`): scenarios run interleaved in
+// rounds, each row is the median over rounds, and each ratio is taken against
+// the named baseline of the same round, so a noisy moment hurts both sides.
+//
+//	S1  single-operation RPUSH at 100 and 5000 callers: plain go-redis (pool 200),
+//	    go-redis AutoPipeline, conn.Worker (defaults, telemetry on)
+//	S2  bulk: BatchRPush (batches of 50) vs go-redis Pipelined (50) vs one RPUSH
+//	    per item vs redis-benchmark -P 50 -t rpush (when installed)
+//	S3  telemetry cost: Worker off, metrics, metrics + tracing (production
+//	    sampler), metrics + every span sampled
+//	S4  the original workload: 16 runs x 3776 responses, RPUSH + PUBLISH each:
+//	    one shared pool without limiter ("before") vs Worker ("after")
+//
+// BENCH_QUICK=1 runs in under a minute; BENCH_ROUNDS (default 3), BENCH_SECONDS
+// (per scenario and round, default 2) and BENCH_OUT (JSON, default
+// bench-results.json) tune it.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"time"
+
+	"github.com/redisconn/redisconn/internal/redistest"
+)
+
+type config struct {
+	rounds    int
+	seconds   time.Duration
+	quick     bool
+	responses int // S4 responses per run
+	out       string
+}
+
+func main() {
+	cfg := config{rounds: 3, seconds: 2 * time.Second, responses: 3776, out: "bench-results.json"}
+	if os.Getenv("BENCH_QUICK") == "1" {
+		cfg.quick, cfg.seconds, cfg.responses = true, 400*time.Millisecond, 1000
+	}
+	if v, err := strconv.Atoi(os.Getenv("BENCH_ROUNDS")); err == nil && v > 0 {
+		cfg.rounds = v
+	}
+	if v, err := strconv.ParseFloat(os.Getenv("BENCH_SECONDS"), 64); err == nil && v > 0 {
+		cfg.seconds = time.Duration(v * float64(time.Second))
+	}
+	if v := os.Getenv("BENCH_OUT"); v != "" {
+		cfg.out = v
+	}
+	if err := run(cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(cfg config) error {
+	dir, err := os.MkdirTemp("", "redisconn-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	srv, err := redistest.StartProcess(redistest.Options{}, dir)
+	if err != nil {
+		return err
+	}
+	defer srv.Stop()
+	ctx := context.Background()
+	env := newEnv(srv.Addr())
+	defer env.close()
+
+	fmt.Printf("redisconn bench: %d rounds, %v per scenario and round, %d CPUs, %s, redis-server %s\n",
+		cfg.rounds, cfg.seconds, runtime.NumCPU(), runtime.Version(), env.redisVersion(ctx))
+	scenarios := scenarios(cfg, env)
+	results := map[string][]result{} // row key -> one result per round
+	for r := 1; r <= cfg.rounds; r++ {
+		start := time.Now()
+		for _, s := range scenarios {
+			for _, v := range s.variants {
+				res, err := v.run(ctx)
+				if err != nil {
+					return fmt.Errorf("%s %s: %w", s.name, v.name, err)
+				}
+				res.scenario, res.variant, res.baseline = s.name, v.name, v.name == s.baseline
+				results[s.name+"/"+v.name] = append(results[s.name+"/"+v.name], res)
+				env.flush(ctx)
+			}
+		}
+		fmt.Printf("  round %d done in %v\n", r, time.Since(start).Round(time.Millisecond))
+	}
+	rows := summarize(scenarios, results)
+	printTable(rows)
+	printTargets(rows)
+	b, _ := json.MarshalIndent(map[string]any{
+		"rounds": cfg.rounds, "seconds_per_scenario": cfg.seconds.Seconds(), "cpus": runtime.NumCPU(),
+		"go": runtime.Version(), "rows": rows,
+	}, "", "  ")
+	if err := os.WriteFile(cfg.out, b, 0o644); err != nil {
+		return err
+	}
+	fmt.Printf("\nJSON: %s\n", cfg.out)
+	return nil
+}
