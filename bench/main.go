@@ -79,7 +79,10 @@ func run(cfg config) error {
 	for r := 1; r <= cfg.rounds; r++ {
 		start := time.Now()
 		for _, s := range scenarios {
-			for _, v := range s.variants {
+			// Rotate the order each round so no variant always runs first
+			// (right after another scenario) or last.
+			for k := range s.variants {
+				v := s.variants[(k+r-1)%len(s.variants)]
 				res, err := v.run(ctx)
 				if err != nil {
 					return fmt.Errorf("%s %s: %w", s.name, v.name, err)

@@ -219,9 +219,6 @@ func workerLoad(e *env, tel func(*env) []conn.Option, callers int, d time.Durati
 		r := load(ctx, callers, d, itemsPerOp, op(w))
 		info, _ := w.ConnectionInfo(ctx)
 		r.poolTimeouts = int64(info.Pool.Timeouts)
-		if info.PipelinePool != nil {
-			r.poolTimeouts += int64(info.PipelinePool.Timeouts)
-		}
 		return r, nil
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -64,7 +65,17 @@ func (noRetry) NoRetry() bool { return true }
 //
 // Variadic RPUSH was chosen over a pipeline of single RPUSHes by measurement
 // (BenchmarkBulkRPush): about twice the items per second, and a chunk is atomic.
+//
+// With a context from WithIdempotentBatch, every chunk is pushed together
+// with a marker (one Lua script, atomic) and a chunk whose marker exists is
+// skipped, so retrying values[n:] after a failure gives exactly values.
 func (w *Worker) BatchRPush(ctx context.Context, key string, values ...any) (int, error) {
+	if ib, ok := ctx.Value(idempotentKey{}).(idempotentBatch); ok {
+		if err := ib.validate(); err != nil {
+			return 0, err
+		}
+		return w.batchRPushIdempotent(ctx, ib, key, values)
+	}
 	return w.batch(ctx, "BatchRPush", "RPUSH", values, func(ctx context.Context, chunk []any) (int, bool, error) {
 		args := make([]any, 0, 2+len(chunk))
 		args = append(args, "rpush", key)
@@ -75,6 +86,104 @@ func (w *Worker) BatchRPush(ctx context.Context, key string, values ...any) (int
 		}
 		return len(chunk), false, nil
 	})
+}
+
+// idempotentKey carries an idempotentBatch in a context.
+type idempotentKey struct{}
+
+type idempotentBatch struct {
+	id    string
+	start int
+	ttl   time.Duration
+}
+
+// IdempotentBatchTTL is how long the per-chunk markers of an idempotent batch
+// live: retries must happen within it.
+const IdempotentBatchTTL = 24 * time.Hour
+
+// WithIdempotentBatch returns a context that makes BatchRPush exactly-once
+// across retries: id names the whole batch (the caller chooses it, e.g. the
+// agent run's id and the list), start is the position of values[0] in it
+// (0 on the first call, the acknowledged count n on a retry of values[n:]).
+// Each chunk is written by one Lua script that sets a marker
+// (SET NX EX, IdempotentBatchTTL) and pushes the chunk only if the marker was
+// new; markers are keyed by id and position and share the list's hash slot.
+func WithIdempotentBatch(ctx context.Context, id string, start int) context.Context {
+	return context.WithValue(ctx, idempotentKey{}, idempotentBatch{id: id, start: start, ttl: IdempotentBatchTTL})
+}
+
+func (ib idempotentBatch) validate() error {
+	switch {
+	case ib.id == "":
+		return &ConfigError{Name: "WithIdempotentBatch id", Value: "", Accepted: "a non-empty batch id"}
+	case ib.start < 0:
+		return &ConfigError{Name: "WithIdempotentBatch start", Value: strconv.Itoa(ib.start), Accepted: "the position of values[0] in the batch, 0 or more"}
+	}
+	return nil
+}
+
+// idempotentPush pushes ARGV[2..] onto KEYS[1] if the marker KEYS[2] is new;
+// it returns the list length, or -1 when the chunk was pushed before. RPUSH is
+// called in slices of 1000 to stay within Lua's stack.
+var idempotentPushSHA = redis.NewScript(idempotentPushSrc).Hash()
+
+const idempotentPushSrc = `
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then
+  return -1
+end
+local n = 0
+for i = 2, #ARGV, 1000 do
+  n = redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+return n`
+
+// markerKey is the marker of the chunk at position pos, in the hash slot of key.
+func markerKey(key, id string, pos int) string {
+	tag := key
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			tag = key[i+1 : i+1+j]
+		}
+	}
+	return "redisconn:batch:{" + tag + "}:" + id + ":" + strconv.Itoa(pos)
+}
+
+func (w *Worker) batchRPushIdempotent(ctx context.Context, ib idempotentBatch, key string, values []any) (int, error) {
+	ttl := strconv.Itoa(int(ib.ttl / time.Second))
+	pos := ib.start
+	return w.batch(ctx, "BatchRPush", "RPUSH", values, func(ctx context.Context, chunk []any) (int, bool, error) {
+		args := make([]any, 0, 1+len(chunk))
+		args = append(args, ttl)
+		args = append(args, chunk...)
+		keys := []string{key, markerKey(key, ib.id, pos)}
+		err := w.runScript(ctx, idempotentPushSrc, idempotentPushSHA, keys, args)
+		if err != nil {
+			return 0, maybeSent(err), err
+		}
+		pos += len(chunk)
+		return len(chunk), false, nil
+	})
+}
+
+// runScript runs a script with EVALSHA, falling back to EVAL when the
+// server does not have it cached, never re-sending a command that was sent.
+func (w *Worker) runScript(ctx context.Context, src, sha string, keys []string, args []any) error {
+	build := func(name, body string) *redis.Cmd {
+		a := make([]any, 0, 3+len(keys)+len(args))
+		a = append(a, name, body, len(keys))
+		for _, k := range keys {
+			a = append(a, k)
+		}
+		return redis.NewCmd(ctx, append(a, args...)...)
+	}
+	cmd := build("evalsha", sha)
+	err := w.m.client.Process(ctx, noRetry{cmd})
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		// Not run: the script was not cached. Send it whole.
+		cmd = build("eval", src)
+		err = w.m.client.Process(ctx, noRetry{cmd})
+	}
+	return err
 }
 
 // BatchPublish publishes messages on channel, in order, in chunks of

@@ -50,6 +50,11 @@ func (h closedHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 // they belong to connections that the limiter does not govern.
 type limiterHook struct{ m *manager }
 
+// A chain built while the manager adds its hooks is the Worker's own; chains
+// built later belong to clones (a Watch transaction, a Conn, a connection's
+// set-up), whose commands must run on their own connection and are never
+// coalesced.
+
 // heldKey marks a context whose operation holds a permit; the value is the
 // *permit, which names its limiter (so a second manager's limiter is not
 // bypassed) and how long it was waited for (for the operation's span).
@@ -68,9 +73,16 @@ func heldPermit(ctx context.Context, l *limiter) (*permit, bool) {
 func (h limiterHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (h limiterHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	var co *coalescer
+	if h.m.building.Load() {
+		co = h.m.coalescer
+	}
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		if _, held := heldPermit(ctx, h.m.limiter); held || isSetupCmd(cmd) {
 			return next(ctx, cmd)
+		}
+		if co != nil && coalescable(cmd) {
+			return co.do(ctx, cmd)
 		}
 		ctx, err := h.m.acquire(ctx)
 		if err != nil {

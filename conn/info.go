@@ -19,9 +19,6 @@ import (
 type ConnectionInfo struct {
 	Role Role     `json:"role"`
 	Pool PoolInfo `json:"pool"`
-	// PipelinePool is go-redis's separate pool for pipelines and batch
-	// operations (burst capacity, 10 connections per node by default).
-	PipelinePool *PoolInfo `json:"pipeline_pool,omitempty"`
 	// PubSub counts pub/sub connections, which bypass pool and limiter.
 	PubSub PubSubInfo `json:"pubsub"`
 	// Limiter is nil for the API, which has none.
@@ -74,6 +71,17 @@ type NodeInfo struct {
 	Error string `json:"error,omitempty"`
 }
 
+// limiterInfo is the limiter's state as callers see it: commands queued for
+// coalescing wait too, the flushers waiting on their behalf do not count.
+func (m *manager) limiterInfo() LimiterInfo {
+	li := m.limiter.info()
+	if m.coalescer != nil {
+		q, flushers := m.coalescer.queueLen()
+		li.Waiting = max(li.Waiting-int64(flushers), 0) + int64(q)
+	}
+	return li
+}
+
 func poolInfo(s *redis.PoolStats, maxConns int) PoolInfo {
 	if s == nil {
 		return PoolInfo{MaxConns: maxConns}
@@ -90,7 +98,7 @@ func poolInfo(s *redis.PoolStats, maxConns int) PoolInfo {
 func (m *manager) info(ctx context.Context) (ConnectionInfo, error) {
 	ci := ConnectionInfo{Role: m.cfg.Role}
 	if m.limiter != nil {
-		li := m.limiter.info()
+		li := m.limiterInfo()
 		ci.Limiter = &li
 	}
 	if m.closed.Load() {
@@ -159,11 +167,6 @@ func (m *manager) info(ctx context.Context) (ConnectionInfo, error) {
 func (m *manager) fillPools(ci *ConnectionInfo, s *redis.PoolStats, nodes int) {
 	ci.Pool = poolInfo(s, m.cfg.PoolSize*nodes)
 	ci.PubSub = PubSubInfo{Active: s.PubSubStats.Active, Created: s.PubSubStats.Created}
-	if s.PipelineStats != nil {
-		pp := poolInfo((*redis.PoolStats)(s.PipelineStats), 0)
-		pp.MaxConns = redis.DefaultPipelinePoolSize * nodes
-		ci.PipelinePool = &pp
-	}
 }
 
 func serverInfo(ctx context.Context, c *redis.Client) (ServerInfo, error) {

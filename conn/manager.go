@@ -31,6 +31,7 @@ type options struct {
 	meterProvider  metric.MeterProvider
 	tracerProvider trace.TracerProvider
 	telemetryOff   bool
+	noCoalescing   bool
 	dbStatement    bool
 	poolName       string
 }
@@ -58,6 +59,12 @@ func WithDBStatement(on bool) Option {
 // the first seed.
 func WithPoolName(name string) Option {
 	return func(o *options) { o.poolName = name }
+}
+
+// WithCoalescing turns the worker's coalescing of concurrent single commands
+// into shared pipelines on (the default) or off. See Worker.
+func WithCoalescing(on bool) Option {
+	return func(o *options) { o.noCoalescing = !on }
 }
 
 // WithTelemetry turns the manager's metrics and spans on (the default) or
@@ -92,6 +99,11 @@ type manager struct {
 	cluster bool
 	tel     *telemetry.Instruments // nil when telemetry is off
 	server  serverCache
+	// coalescer is nil for the API and with WithCoalescing(false).
+	coalescer *coalescer
+	// building is true while newManager adds its hooks: the chains built
+	// then are the manager's own (see limiterHook).
+	building atomic.Bool
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -118,17 +130,23 @@ func newManager(ctx context.Context, role Role, cfg Config, opts []Option) (*man
 	// Hook order, outermost first: closed check, then the limiter, so an
 	// operation on a closed manager never waits, and everything inside the
 	// limiter (telemetry, go-redis's own work) runs with a permit held.
+	m.building.Store(true)
 	client.AddHook(closedHook{closed: &m.closed})
 	if role == RoleWorker {
 		m.limiter = newLimiter(cfg.MaxConcurrentOps)
+		if !m.opts.noCoalescing {
+			m.coalescer = newCoalescer(m)
+		}
 		client.AddHook(limiterHook{m: m})
 	}
 	if !m.opts.telemetryOff {
 		if err := m.instrument(); err != nil {
-			_ = client.Close()
+			m.building.Store(false)
+			_ = m.close()
 			return nil, fmt.Errorf("redisconn: telemetry: %w", err)
 		}
 	}
+	m.building.Store(false)
 	if err := m.ping(ctx); err != nil {
 		_ = m.close()
 		return nil, err
@@ -173,6 +191,10 @@ func (m *manager) newClient() (redis.UniversalClient, error) {
 	base.DialTimeout = c.ConnectTimeout
 	// Without it a call can outlive its context deadline by the read timeout.
 	base.ContextTimeoutEnabled = true
+	// Pipelines share the pool instead of go-redis's extra pipeline pool, so
+	// PoolSize is every connection the manager opens (pub/sub aside) and the
+	// limiter's bound on it holds.
+	base.PipelinePoolSize = -1
 
 	if !m.cluster {
 		return redis.NewClient(base), nil
@@ -188,6 +210,7 @@ func (m *manager) newClient() (redis.UniversalClient, error) {
 		WriteTimeout:          base.WriteTimeout,
 		DialTimeout:           base.DialTimeout,
 		ContextTimeoutEnabled: true,
+		PipelinePoolSize:      -1,
 	}), nil
 }
 
@@ -284,6 +307,9 @@ func (m *manager) close() error {
 		m.closed.Store(true)
 		if m.limiter != nil {
 			m.limiter.close()
+		}
+		if m.coalescer != nil {
+			m.coalescer.close()
 		}
 		var telErr error
 		if m.tel != nil {

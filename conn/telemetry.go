@@ -84,7 +84,7 @@ func (m *manager) clusterNodes() int {
 }
 
 func (m *manager) limiterStats() telemetry.LimiterStats {
-	i := m.limiter.info()
+	i := m.limiterInfo()
 	return telemetry.LimiterStats{
 		Limit: i.Limit, InFlight: i.InFlight, Waiting: i.Waiting,
 		RejectedContext: i.RejectedContext, RejectedClosed: i.RejectedClosed,

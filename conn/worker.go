@@ -14,7 +14,20 @@ import (
 // context ends.
 //
 // Worker embeds redis.UniversalClient, so every go-redis command works on it as
-// on a plain client. Notes on what goes through the limiter:
+// on a plain client.
+//
+// Concurrent single commands are coalesced: callers queue their command in
+// arrival order and a few flushers, each holding one limiter permit, send what
+// has queued as one pipeline, so under load one round trip carries many
+// callers' commands (a single caller's command is a pipeline of one). Each
+// caller still waits for its own result, its commands run in its order, and a
+// caller whose context ends while its command is queued gets the context's
+// error and the command is never sent. Blocking commands, commands that change
+// connection state, and unknown commands are not coalesced; nor are commands
+// of a Watch transaction or a Conn, nor explicit pipelines. WithCoalescing(false)
+// turns it off.
+//
+// Notes on what goes through the limiter:
 //
 //   - A pipeline or transaction (Pipelined, TxPipelined) is one operation: one
 //     permit for the whole round trip.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/redis/go-redis/extra/rediscmd/v9"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -29,6 +30,11 @@ func (in *Instruments) Instrument(client redis.UniversalClient, waitFrom Limiter
 		waitFrom = func(context.Context) (time.Duration, bool) { return 0, false }
 	}
 	op := &operationHook{in: in, waitFrom: waitFrom}
+	if c, ok := client.(*redis.Client); ok {
+		in.spanAttrs = spanAttrs(in, c.Options().Addr)
+	} else {
+		in.spanAttrs = spanAttrs(in, "")
+	}
 	add := func(c *redis.Client) {
 		c.AddHook(newTracingHook(in, c.Options().Addr))
 		c.AddHook(op) // inside the span: its exemplars point at the command
@@ -77,6 +83,9 @@ func (h *operationHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redi
 }
 
 func (h *operationHook) done(ctx context.Context, name string, start time.Time, err error) {
+	if ctx.Value(skipKey{}) == h.in {
+		return
+	}
 	elapsed := time.Since(start).Seconds()
 	if err == nil || err == redis.Nil {
 		h.in.duration.Record(ctx, elapsed, h.in.operationOpts(name)...)
@@ -89,6 +98,54 @@ func (h *operationHook) done(ctx context.Context, name string, start time.Time, 
 			span.SetAttributes(attribute.Float64(string(AttrLimiterWaitTime), waited.Seconds()))
 		}
 	}
+}
+
+// KnownCommand reports whether name (lower case, as go-redis's Cmder.Name)
+// is a Redis command this package knows.
+func KnownCommand(name string) bool {
+	_, ok := knownCommands[name]
+	return ok
+}
+
+// skipKey marks a context whose pipeline the operation hook does not record:
+// its commands are recorded one by one with RecordCoalesced.
+type skipKey struct{}
+
+// SkipOperationRecord returns a context whose commands and pipelines the
+// operation hook does not record.
+func (in *Instruments) SkipOperationRecord(ctx context.Context) context.Context {
+	return context.WithValue(ctx, skipKey{}, in)
+}
+
+// RecordCoalesced records one command that was sent in a shared pipeline of
+// size commands: its duration (sent to done) under its own name, its wait
+// (queued to sent) as a limiter wait, and, when its caller's trace is
+// sampled, a CLIENT span in that trace.
+func (in *Instruments) RecordCoalesced(ctx context.Context, cmd redis.Cmder, queued, sent, done time.Time, size int) {
+	name := commandName(cmd.Name())
+	err := cmd.Err()
+	in.waitTime.Record(ctx, sent.Sub(queued).Seconds(), in.baseRecord...)
+	if err == nil || err == redis.Nil {
+		in.duration.Record(ctx, done.Sub(sent).Seconds(), in.operationOpts(name)...)
+	} else {
+		in.duration.Record(ctx, done.Sub(sent).Seconds(), metric.WithAttributeSet(
+			in.with(AttrOperationName.String(name), AttrErrorType.String(ErrorType(err)))))
+	}
+	if !trace.SpanContextFromContext(ctx).IsSampled() {
+		return
+	}
+	_, span := in.tracer.Start(ctx, cmd.FullName(), trace.WithSpanKind(trace.SpanKindClient), trace.WithTimestamp(sent))
+	if span.IsRecording() {
+		span.SetAttributes(in.spanAttrs...)
+		span.SetAttributes(
+			attribute.Float64(string(AttrLimiterWaitTime), sent.Sub(queued).Seconds()),
+			attribute.Int("redisconn.pipeline.size", size),
+		)
+		if in.cfg.DBStatement {
+			span.SetAttributes(attribute.String("db.statement", rediscmd.CmdString(cmd)))
+		}
+	}
+	endAt(span, err, done)
 }
 
 // commandName maps a go-redis command name to a bounded db.operation.name.

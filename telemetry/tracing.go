@@ -5,6 +5,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/extra/rediscmd/v9"
 	"github.com/redis/go-redis/v9"
@@ -37,6 +38,11 @@ type tracingHook struct {
 var clientSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}
 
 func newTracingHook(in *Instruments, addr string) *tracingHook {
+	return &tracingHook{tracer: in.tracer, attrs: spanAttrs(in, addr), statement: in.cfg.DBStatement}
+}
+
+// spanAttrs are the attributes of every CLIENT span to the server at addr.
+func spanAttrs(in *Instruments, addr string) []attribute.KeyValue {
 	attrs := append([]attribute.KeyValue{attribute.String("db.system", "redis"), AttrDBSystem.String("redis")}, in.baseKV...)
 	if host, port, err := net.SplitHostPort(addr); err == nil {
 		attrs = append(attrs, attribute.String("server.address", host))
@@ -44,7 +50,7 @@ func newTracingHook(in *Instruments, addr string) *tracingHook {
 			attrs = append(attrs, attribute.Int("server.port", p))
 		}
 	}
-	return &tracingHook{tracer: in.tracer, attrs: attrs, statement: in.cfg.DBStatement}
+	return attrs
 }
 
 // unsampledParent: the caller's trace exists and is not being recorded.
@@ -62,12 +68,21 @@ func (h *tracingHook) start(ctx context.Context, name string) (context.Context, 
 }
 
 func end(span trace.Span, err error) {
+	markError(span, err)
+	span.End()
+}
+
+func endAt(span trace.Span, err error, at time.Time) {
+	markError(span, err)
+	span.End(trace.WithTimestamp(at))
+}
+
+func markError(span trace.Span, err error) {
 	if err != nil && err != redis.Nil && span.IsRecording() {
 		et := ErrorType(err)
 		span.SetAttributes(AttrErrorType.String(et))
 		span.SetStatus(codes.Error, et)
 	}
-	span.End()
 }
 
 func (h *tracingHook) DialHook(next redis.DialHook) redis.DialHook {

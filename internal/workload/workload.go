@@ -166,9 +166,6 @@ func After(ctx context.Context, ropt *redis.Options, runs, responses int, opts .
 	oc.Errors = errs.Load()
 	oc.Responses = int64(len(lat.d))
 	oc.PoolTimeouts = info.Pool.Timeouts
-	if info.PipelinePool != nil {
-		oc.PoolTimeouts += info.PipelinePool.Timeouts
-	}
 	oc.RoundTrips = 2 * int64(runs*((responses+cfg.BatchSize-1)/cfg.BatchSize))
 	oc.P50, oc.P99 = lat.quantiles()
 	if v := firstErr.Load(); v != nil {
