@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -240,4 +241,37 @@ func TestBatchRPushReportsTheUncertainChunk(t *testing.T) {
 		}
 	}
 	t.Logf("uncertain chunk applied before the retry: %t", len(list) == 110)
+}
+
+// A million items go out chunk by chunk: the manager keeps nothing of them.
+func TestBatchOfAMillionItemsUsesBoundedMemory(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	w := newWorker(t, config(conn.RoleWorker, srv))
+	values := make([]any, 1_000_000)
+	for i := range values {
+		values[i] = i
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	n, err := w.BatchRPush(context.Background(), "million", values...)
+	if err != nil || n != len(values) {
+		t.Fatalf("%d, %v", n, err)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if grown := int64(after.HeapAlloc) - int64(before.HeapAlloc); grown > 8<<20 {
+		t.Errorf("heap grew by %d MiB across the batch", grown>>20)
+	}
+	if got := srv.Client(t).LLen(context.Background(), "million").Val(); got != int64(len(values)) {
+		t.Fatalf("LLEN %d", got)
+	}
+	// nil values and nil items do not panic.
+	if n, err := w.BatchRPush(context.Background(), "million:nil", nil, nil); err != nil || n != 2 {
+		t.Fatalf("nil items: %d, %v", n, err)
+	}
+	if n, err := w.BatchPublish(context.Background(), "million:nil", nil); err != nil || n != 1 {
+		t.Fatalf("nil message: %d, %v", n, err)
+	}
+	runtime.KeepAlive(values)
 }

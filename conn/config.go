@@ -357,7 +357,10 @@ func checkURL(raw string) error {
 		return fmt.Errorf("a redis:// or rediss:// URL (it does not parse)")
 	}
 	if u.Scheme != "redis" && u.Scheme != "rediss" {
-		return fmt.Errorf("a redis:// or rediss:// URL (scheme %q)", u.Scheme)
+		return fmt.Errorf("a redis:// or rediss:// URL (the scheme is neither)")
+	}
+	if u.Host == "" {
+		return fmt.Errorf("a redis:// or rediss:// URL with a host, like redis://user:password@host:6379/0")
 	}
 	if _, err := redis.ParseURL(raw); err != nil {
 		// go-redis's message names the part that is wrong; it may quote the
@@ -383,12 +386,13 @@ func checkHostPort(a string) error {
 	return nil
 }
 
-// RedactURL returns raw with any password replaced by "[REDACTED]". A URL that
-// does not parse is replaced whole, since it cannot be told apart.
+// RedactURL returns raw with any password replaced by "[REDACTED]". A value
+// that is not a URL with a scheme and a host is replaced whole: what it holds
+// cannot be told apart from a secret.
 func RedactURL(raw string) string {
 	u, err := url.Parse(raw)
-	if err != nil {
-		return "[unparseable URL, hidden]"
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return "[not a URL, hidden]"
 	}
 	if _, ok := u.User.Password(); ok {
 		u.User = url.UserPassword(u.User.Username(), redacted)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -292,6 +293,44 @@ func FuzzLoadConfig(f *testing.F) {
 			}
 			if err := c.Validate(); err != nil {
 				t.Fatalf("LoadConfig accepted a config that Validate rejects: %v", err)
+			}
+		}
+	})
+}
+
+// REDIS_URL with a password: whatever the URL looks like, errors and every
+// printing of the Config hide the password, and nothing panics.
+func FuzzRedisURL(f *testing.F) {
+	for _, seed := range []string{
+		"redis://u:%s@h:6379/0", "rediss://:%s@[::1]:6380/15?dial_timeout=3s", "redis://%s@h",
+		"redis://u:%s@h:bad/0", "redis://u:%s@h:6379/x", "http://u:%s@h", "redis://u:%s@h:6379/0?password=%s",
+		"%s", "redis://u:%s@h:6379/0?protocol=9", "redis://u:%s@/0",
+	} {
+		f.Add(seed, "s3cr3t-pw")
+	}
+	f.Fuzz(func(t *testing.T, format, password string) {
+		if len(password) < 6 || strings.ContainsAny(password, "%/@:?#[]") || strings.Count(format, "%s") == 0 {
+			return // short or URL-special passwords cannot be told apart from the rest
+		}
+		raw := strings.ReplaceAll(format, "%s", password)
+		if strings.Count(raw, password) != 1 {
+			return // also in the host or path: a substring search cannot tell which is shown
+		}
+		if u, err := url.Parse(strings.TrimSpace(raw)); err == nil && u.Scheme != "" && u.Host != "" {
+			if pw, ok := u.User.Password(); !ok || pw != password {
+				return // in the host, path or user name: not the password of this URL
+			}
+		}
+		c, err := loadConfig(RoleWorker, env(map[string]string{"REDIS_URL": raw}))
+		if err != nil {
+			if strings.Contains(err.Error(), password) {
+				t.Fatalf("error shows the password: %v", err)
+			}
+			return
+		}
+		for _, out := range []string{c.String(), fmt.Sprintf("%+v %#v", c, c), RedactURL(raw)} {
+			if strings.Contains(out, password) {
+				t.Fatalf("printing shows the password: %s", out)
 			}
 		}
 	})
