@@ -1,8 +1,11 @@
 package conn_test
 
 import (
+	"context"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -119,4 +122,83 @@ func TestAPIOnRedisClusterFromEnvironment(t *testing.T) {
 	if err != nil || len(info.Nodes) != 3 || info.Limiter != nil {
 		t.Fatalf("info %+v, %v", info, err)
 	}
+}
+
+// A master of a cluster with replicas is killed: the worker keeps serving
+// once its replica takes over, errors stay within the failover window, and
+// ConnectionInfo shows the dead node.
+func TestClusterFailover(t *testing.T) {
+	cluster := redistest.StartCluster(t, redistest.ClusterOptions{Masters: 3, ReplicasPerMaster: 1})
+	cfg := conn.DefaultConfig(conn.RoleWorker)
+	cfg.ClusterAddrs = cluster.Addrs()
+	cfg.PoolSize, cfg.MaxConcurrentOps = 20, 10
+	cfg.ConnectTimeout, cfg.SocketTimeout = 500*time.Millisecond, time.Second
+	w := newWorker(t, cfg)
+
+	var (
+		stop              atomic.Bool
+		okN, errN         atomic.Int64
+		firstErr, lastErr atomic.Int64 // unix nanos
+		lastMsg           atomic.Value
+		wg                sync.WaitGroup
+	)
+	for i := 0; i < 50; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; !stop.Load(); n++ {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				err := w.Incr(ctx, "failover:"+strconv.Itoa((i*31+n)%300)).Err()
+				cancel()
+				if err != nil {
+					now := time.Now().UnixNano()
+					lastMsg.Store(err.Error())
+					errN.Add(1)
+					firstErr.CompareAndSwap(0, now)
+					lastErr.Store(now)
+					time.Sleep(20 * time.Millisecond)
+					continue
+				}
+				okN.Add(1)
+			}
+		}()
+	}
+	time.Sleep(time.Second)
+	killed := time.Now()
+	victim := cluster.Masters[0]
+	victim.Kill()
+	// Serving again means: 2 s in a row without an error, within 30 s.
+	recovered := redistest.WaitFor(context.Background(), 30*time.Second, func() bool {
+		last := lastErr.Load()
+		return last != 0 && time.Since(time.Unix(0, last)) > 2*time.Second
+	})
+	stop.Store(true)
+	wg.Wait()
+	if !recovered {
+		nodes, _ := cluster.Masters[1].Client(t).ClusterNodes(context.Background()).Result()
+		t.Fatalf("still failing 30s after the master was killed: %d errors, %d successes; last error %v\n%s",
+			errN.Load(), okN.Load(), lastMsg.Load(), nodes)
+	}
+	window := time.Duration(lastErr.Load() - killed.UnixNano())
+	if errN.Load() == 0 {
+		t.Fatal("killing a master caused no error at all: the test did not hit the dead node")
+	}
+	if window > 20*time.Second {
+		t.Errorf("errors went on for %v after the kill", window)
+	}
+	// The reloaded slot map no longer has the dead master: ConnectionInfo
+	// lists the five live nodes, with their pools.
+	info, err := w.ConnectionInfo(context.Background())
+	if err != nil {
+		t.Errorf("ConnectionInfo after failover: %v", err)
+	}
+	for _, n := range info.Nodes {
+		if n.Addr == victim.Addr() || n.Error != "" || n.Pool.MaxConns != 20 {
+			t.Errorf("node after failover: %+v", n)
+		}
+	}
+	if info.Limiter.InFlight != 0 || len(info.Nodes) != 5 {
+		t.Errorf("after failover: %d nodes, limiter %+v", len(info.Nodes), *info.Limiter)
+	}
+	t.Logf("errors for %v after the kill (%d errors, %d successes)", window, errN.Load(), okN.Load())
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/redisconn/redisconn/telemetry"
@@ -132,6 +133,9 @@ func newManager(ctx context.Context, role Role, cfg Config, opts []Option) (*man
 	// limiter (telemetry, go-redis's own work) runs with a permit held.
 	m.building.Store(true)
 	client.AddHook(closedHook{closed: &m.closed})
+	if cc, ok := client.(*redis.ClusterClient); ok {
+		client.AddHook(clusterReloadHook{cc: cc, last: new(atomic.Int64)})
+	}
 	if role == RoleWorker {
 		m.limiter = newLimiter(cfg.MaxConcurrentOps)
 		if !m.opts.noCoalescing {
@@ -211,6 +215,9 @@ func (m *manager) newClient() (redis.UniversalClient, error) {
 		DialTimeout:           base.DialTimeout,
 		ContextTimeoutEnabled: true,
 		PipelinePoolSize:      -1,
+		// A slot map older than this is reloaded; clusterReloadHook reloads
+		// sooner when a node stops answering.
+		ClusterStateReloadInterval: 10 * time.Second,
 	}), nil
 }
 
