@@ -122,6 +122,9 @@ func printTargets(rows []row) {
 	if rb := find(rows, "S2", "redis-benchmark"); rb.Variant != "" {
 		check("S2 BatchRPush / redis-benchmark -P 50 items/s", b.Ratio, 1.0, b.Ratio >= 1.0)
 	}
+	if idem := find(rows, "S2", "batchrpush-idem"); idem.Variant != "" {
+		fmt.Printf("  %-58s %8.2f (information: the marker's cost)\n", "S2 idempotent BatchRPush / BatchRPush items/s", cross(idem, b))
+	}
 	p := find(rows, "S3", "production")
 	check("S3 telemetry on (production) / off throughput", p.Ratio, 0.95, p.Ratio >= 0.95)
 	a := find(rows, "S4", "after")

@@ -153,6 +153,15 @@ func scenarios(cfg config, e *env) []scenario {
 			{"batchrpush", workerLoad(e, telProduction, 50, d, 50, func(w *conn.Worker) func(context.Context, string) error {
 				return func(ctx context.Context, key string) error { _, err := w.BatchRPush(ctx, key, values...); return err }
 			})},
+			{"batchrpush-idem", workerLoad(e, telProduction, 50, d, 50, func(w *conn.Worker) func(context.Context, string) error {
+				// Idempotent mode: a marker per chunk, set in the same Lua script.
+				var seq atomic.Int64
+				return func(ctx context.Context, key string) error {
+					ctx = conn.WithIdempotentBatch(ctx, "bench-"+strconv.FormatInt(seq.Add(1), 10), 0)
+					_, err := w.BatchRPush(ctx, key, values...)
+					return err
+				}
+			})},
 			{"pipelined", func(ctx context.Context) (result, error) {
 				return load(ctx, 50, d, 50, func(ctx context.Context, key string) error {
 					_, err := e.plain.Pipelined(ctx, func(p redis.Pipeliner) error {
