@@ -69,3 +69,14 @@ func (w *Worker) ConnectionInfo(ctx context.Context) (ConnectionInfo, error) { r
 // waiting for a limiter permit get ErrClosed at once, and so does every later
 // operation. Operations already running finish or fail on their own.
 func (w *Worker) Close() error { return w.m.close() }
+
+// AddHook adds a go-redis hook to the Worker's client, inside the Worker's own
+// closed and limiter hooks (and telemetry), so it runs once an operation holds
+// its permit. Add hooks before the Worker is used: a hook added while
+// commands run may miss some of them, as in go-redis.
+func (w *Worker) AddHook(h redis.Hook) {
+	// The chain rebuilt here is the Worker's own: it keeps coalescing.
+	w.m.building.Store(true)
+	defer w.m.building.Store(false)
+	w.UniversalClient.AddHook(h)
+}
