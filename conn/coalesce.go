@@ -53,15 +53,17 @@ type queued struct {
 	failed error         // set instead of sending (ErrClosed)
 }
 
-const (
-	// coalesceFlushers is how many pipelines of coalesced commands may be in
-	// flight at once (each holds one permit). Measured (BenchmarkCoalescing):
-	// more flushers make smaller pipelines, fewer make callers wait; 4 keeps
-	// 2-core throughput at its top from 100 to 5000 callers.
-	coalesceFlushers = 4
-	// coalesceMaxBatch bounds one pipeline.
-	coalesceMaxBatch = 256
-)
+// coalesceFlushers is how many pipelines of coalesced commands may be in
+// flight at once (each holds one permit): more make smaller pipelines and
+// more round trips. BenchmarkCoalescing (2 cores, telemetry off): at 100
+// callers 1/2/4/8 flushers gave 440k/418k/355k/296k RPUSH/s, at 5000
+// callers all ~450k. Two keep most of the throughput without putting every
+// coalesced command behind one slow pipeline. (A variable only so that the
+// benchmark can vary it.)
+var coalesceFlushers = 2
+
+// coalesceMaxBatch bounds one pipeline.
+const coalesceMaxBatch = 256
 
 func newCoalescer(m *manager) *coalescer {
 	c := &coalescer{m: m, maxBatch: coalesceMaxBatch}

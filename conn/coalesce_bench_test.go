@@ -1,0 +1,57 @@
+package conn
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redisconn/redisconn/internal/redistest"
+)
+
+// BenchmarkCoalescing is single RPUSH from many callers through a Worker
+// with 1, 2, 4 and 8 flushers: the reason coalesceFlushers is what it is.
+// Reports items/s; run with -benchtime 1x (each run lasts 2 s).
+func BenchmarkCoalescing(b *testing.B) {
+	srv, err := redistest.StartProcess(redistest.Options{}, b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Stop()
+	saved := coalesceFlushers
+	defer func() { coalesceFlushers = saved }()
+	for _, callers := range []int{100, 5000} {
+		for _, flushers := range []int{1, 2, 4, 8} {
+			b.Run(fmt.Sprintf("callers=%d/flushers=%d", callers, flushers), func(b *testing.B) {
+				coalesceFlushers = flushers
+				cfg := DefaultConfig(RoleWorker)
+				cfg.Host, cfg.Port = "127.0.0.1", srv.Port()
+				w, err := NewWorker(context.Background(), cfg, WithTelemetry(false))
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer w.Close()
+				var n atomic.Int64
+				var wg sync.WaitGroup
+				deadline := time.Now().Add(2 * time.Second)
+				for i := 0; i < callers; i++ {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for time.Now().Before(deadline) {
+							if w.RPush(context.Background(), "bench:co:"+strconv.Itoa(i%64), "v").Err() == nil {
+								n.Add(1)
+							}
+						}
+					}()
+				}
+				wg.Wait()
+				b.ReportMetric(float64(n.Load())/2, "items/s")
+				_ = w.FlushAll(context.Background()).Err()
+			})
+		}
+	}
+}
