@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strconv"
 	"sync"
 	"time"
@@ -360,4 +361,21 @@ func Work(ctx context.Context, w *conn.Worker, runs int, opt ProduceOptions, log
 			log.Debug("run done", "run", job.ID, "status", status, "responses", job.Responses, "took", time.Since(start))
 		}()
 	}
+}
+
+// ConnectionsHandler serves a manager's ConnectionInfo as JSON
+// (/debug/connections). When part of it could not be read (INFO failed), the
+// rest is still served, with status 503 and the reason in X-Redis-Error.
+func ConnectionsHandler(info func(context.Context) (conn.ConnectionInfo, error)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ci, err := info(r.Context())
+		w.Header().Set("Content-Type", "application/json")
+		if err != nil {
+			w.Header().Set("X-Redis-Error", err.Error())
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(ci)
+	})
 }

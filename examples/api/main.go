@@ -104,10 +104,7 @@ func newServer(api *conn.API, tel *telemetry.Telemetry, defaultResponses int, lo
 	mux.HandleFunc("GET /runs/{id}/stream", s.stream)
 	mux.HandleFunc("POST /runs/{id}/stop", s.stopRun)
 	mux.HandleFunc("GET /cache/{name}", s.cached)
-	mux.HandleFunc("GET /debug/connections", func(w http.ResponseWriter, r *http.Request) {
-		info, err := api.ConnectionInfo(r.Context())
-		writeInfo(w, info, err)
-	})
+	mux.Handle("GET /debug/connections", agentrun.ConnectionsHandler(api.ConnectionInfo))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if err := api.Ping(r.Context()).Err(); err != nil {
 			http.Error(w, "redis: "+err.Error(), http.StatusServiceUnavailable)
@@ -119,18 +116,6 @@ func newServer(api *conn.API, tel *telemetry.Telemetry, defaultResponses int, lo
 		mux.Handle("GET /metrics", tel.Handler())
 	}
 	return mux
-}
-
-func writeInfo(w http.ResponseWriter, info conn.ConnectionInfo, err error) {
-	w.Header().Set("Content-Type", "application/json")
-	if err != nil {
-		// Pool and limiter are still filled; say what failed.
-		w.Header().Set("X-Redis-Error", err.Error())
-		w.WriteHeader(http.StatusServiceUnavailable)
-	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(info)
 }
 
 const maxResponses = 1_000_000

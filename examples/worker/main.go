@@ -10,7 +10,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"log/slog"
@@ -67,17 +66,7 @@ func run(listen, name string, runs int, opt agentrun.ProduceOptions, log *slog.L
 
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", tel.Handler())
-	mux.HandleFunc("GET /debug/connections", func(rw http.ResponseWriter, r *http.Request) {
-		info, err := w.ConnectionInfo(r.Context())
-		rw.Header().Set("Content-Type", "application/json")
-		if err != nil {
-			rw.Header().Set("X-Redis-Error", err.Error())
-			rw.WriteHeader(http.StatusServiceUnavailable)
-		}
-		enc := json.NewEncoder(rw)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(info)
-	})
+	mux.Handle("GET /debug/connections", agentrun.ConnectionsHandler(w.ConnectionInfo))
 	srv := &http.Server{Addr: listen, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
