@@ -27,12 +27,14 @@ const ScopeName = "github.com/redisconn/redisconn"
 // official exporter's default translation: dots become underscores, the unit
 // "s" adds "_seconds", counters add "_total".
 const (
-	// LimiterWaitTime: histogram, s. Time from asking for a limiter permit to
-	// getting it, one sample per granted permit (0 when none was waited for).
+	// LimiterWaitTime: histogram, s. Time an operation waited before it was
+	// sent: for its limiter permit, or in the worker's coalescing queue. One
+	// sample per operation (per coalesced command); 0 when it did not wait.
 	LimiterWaitTime = "redisconn.limiter.wait_time"
-	// LimiterInFlight: updowncounter. Operations holding a permit now.
+	// LimiterInFlight: updowncounter. Round trips holding a permit now.
 	LimiterInFlight = "redisconn.limiter.in_flight"
-	// LimiterWaiting: updowncounter. Callers waiting for a permit now.
+	// LimiterWaiting: updowncounter. Callers waiting now, for a permit or in
+	// the coalescing queue.
 	LimiterWaiting = "redisconn.limiter.waiting"
 	// LimiterLimit: gauge. The limiter's size.
 	LimiterLimit = "redisconn.limiter.limit"
