@@ -30,6 +30,28 @@ type Outcome struct {
 	FirstError   string
 }
 
+// tally counts one side's acknowledged responses (with their latencies) and
+// failed ones (with the first error), from many goroutines.
+type tally struct {
+	lat      latencies
+	errs     atomic.Int64
+	firstErr atomic.Value
+}
+
+func (t *tally) fail(n int, err error) {
+	t.errs.Add(int64(n))
+	t.firstErr.CompareAndSwap(nil, err.Error())
+}
+
+func (t *tally) fill(oc *Outcome) {
+	oc.Errors = t.errs.Load()
+	oc.Responses = int64(len(t.lat.d))
+	oc.P50, oc.P99 = t.lat.quantiles()
+	if v := t.firstErr.Load(); v != nil {
+		oc.FirstError = v.(string)
+	}
+}
+
 // latencies collects, per response, the time from its run's start until
 // Redis acknowledged it.
 type latencies struct {
@@ -65,9 +87,7 @@ func Before(ctx context.Context, ropt *redis.Options, runs, responses int) (Outc
 		return Outcome{}, err
 	}
 	oc := Outcome{Name: "before"}
-	var lat latencies
-	var errs atomic.Int64
-	var firstErr atomic.Value
+	var t tally
 	start := time.Now()
 	var wg sync.WaitGroup
 	for r := 0; r < runs; r++ {
@@ -82,11 +102,10 @@ func Before(ctx context.Context, ropt *redis.Options, runs, responses int) (Outc
 					err = c.Publish(ctx, ch, i).Err()
 				}
 				if err != nil {
-					errs.Add(1)
-					firstErr.CompareAndSwap(nil, err.Error())
+					t.fail(1, err)
 					return
 				}
-				lat.add(time.Since(runStart), 1)
+				t.lat.add(time.Since(runStart), 1)
 			}()
 		}
 	}
@@ -95,14 +114,9 @@ func Before(ctx context.Context, ropt *redis.Options, runs, responses int) (Outc
 	if ctx.Err() != nil {
 		return oc, ctx.Err()
 	}
-	oc.Errors = errs.Load()
-	oc.Responses = int64(len(lat.d))
+	t.fill(&oc)
 	oc.PoolTimeouts = c.PoolStats().Timeouts
 	oc.RoundTrips = 2 * int64(runs*responses)
-	oc.P50, oc.P99 = lat.quantiles()
-	if v := firstErr.Load(); v != nil {
-		oc.FirstError = v.(string)
-	}
 	cleanup(c, "workload:before:", runs)
 	return oc, nil
 }
@@ -126,9 +140,7 @@ func After(ctx context.Context, ropt *redis.Options, runs, responses int, opts .
 	}
 	defer w.Close()
 	oc := Outcome{Name: "after"}
-	var lat latencies
-	var errs atomic.Int64
-	var firstErr atomic.Value
+	var t tally
 	start := time.Now()
 	var wg sync.WaitGroup
 	for r := 0; r < runs; r++ {
@@ -149,11 +161,10 @@ func After(ctx context.Context, ropt *redis.Options, runs, responses int, opts .
 					_, err = w.BatchPublish(ctx, ch, notes...)
 				}
 				if err != nil {
-					errs.Add(int64(n))
-					firstErr.CompareAndSwap(nil, err.Error())
+					t.fail(n, err)
 					continue
 				}
-				lat.add(time.Since(runStart), n)
+				t.lat.add(time.Since(runStart), n)
 			}
 		}()
 	}
@@ -163,14 +174,9 @@ func After(ctx context.Context, ropt *redis.Options, runs, responses int, opts .
 		return oc, ctx.Err()
 	}
 	info, _ := w.ConnectionInfo(ctx)
-	oc.Errors = errs.Load()
-	oc.Responses = int64(len(lat.d))
+	t.fill(&oc)
 	oc.PoolTimeouts = info.Pool.Timeouts
 	oc.RoundTrips = 2 * int64(runs*((responses+cfg.BatchSize-1)/cfg.BatchSize))
-	oc.P50, oc.P99 = lat.quantiles()
-	if v := firstErr.Load(); v != nil {
-		oc.FirstError = v.(string)
-	}
 	cleanup(w, "workload:after:", runs)
 	return oc, nil
 }
