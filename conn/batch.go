@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"strconv"
 	"strings"
@@ -301,7 +302,7 @@ func (w *Worker) batch(ctx context.Context, op, cmdName string, values []any, se
 		if w.m.tel != nil {
 			w.m.tel.RecordBatchChunk(pctx, cmdName, end-done)
 		}
-		acked, uncertain, err := send(pctx, values[done:end])
+		acked, uncertain, err := w.sendChunk(pctx, send, values[done:end])
 		w.m.limiter.release()
 		if err != nil {
 			to := 0
@@ -313,6 +314,45 @@ func (w *Worker) batch(ctx context.Context, op, cmdName string, values []any, se
 		done = end
 	}
 	return done, nil
+}
+
+// Chunk retries mirror go-redis's defaults for single commands (MaxRetries 3,
+// backoff from 8 ms to 512 ms).
+const (
+	chunkRetries    = 3
+	chunkBackoffMin = 8 * time.Millisecond
+	chunkBackoffMax = 512 * time.Millisecond
+)
+
+// sendChunk sends a chunk, and sends it again (up to chunkRetries times, with
+// backoff) when it failed before anything was written: the connection it
+// needed could not be set up (a dial failure, or the server refusing the
+// connection with ErrMaxClients). go-redis retries single commands on such
+// failures; chunks opt out of its retries, because a chunk whose reply was
+// lost must not be sent twice, so the batch retries the safe case itself.
+func (w *Worker) sendChunk(ctx context.Context, send chunkFunc, chunk []any) (acked int, uncertain bool, err error) {
+	for attempt := 0; ; attempt++ {
+		acked, uncertain, err = send(ctx, chunk)
+		if err == nil || uncertain || acked > 0 || attempt == chunkRetries || !notConnected(err) || w.m.closed.Load() {
+			return acked, uncertain, err
+		}
+		d := min(chunkBackoffMin<<attempt, chunkBackoffMax)
+		d = d/2 + rand.N(d/2+1) // jitter, so refused callers do not return in step
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return acked, uncertain, err
+		case <-t.C:
+		}
+	}
+}
+
+// notConnected reports a failure to set up the connection a command needed:
+// nothing was written, so sending again is safe.
+func notConnected(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 // contextErr is ctx.Err(), and DeadlineExceeded as soon as the deadline has
@@ -334,7 +374,6 @@ func contextErr(ctx context.Context) error {
 // server error reply (the server refused the command, it did not apply it).
 func maybeSent(err error) bool {
 	var lw *limiterWaitError
-	var op *net.OpError
 	switch {
 	case err == nil,
 		errors.As(err, &lw),
@@ -343,7 +382,7 @@ func maybeSent(err error) bool {
 		errors.Is(err, redis.ErrPoolTimeout),
 		errors.Is(err, redis.ErrPoolExhausted),
 		isServerError(err),
-		errors.As(err, &op) && op.Op == "dial":
+		notConnected(err):
 		return false
 	}
 	return true

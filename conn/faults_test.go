@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/redisconn/redisconn/conn"
 	"github.com/redisconn/redisconn/internal/redistest"
+	"github.com/redisconn/redisconn/telemetry"
 )
 
 // Under 500 callers the server is SIGKILLed and restarted on the same port:
@@ -344,4 +346,85 @@ func TestCancellationStorm(t *testing.T) {
 	pw.Wait()
 	t.Logf("%d succeeded, %d ended by their context; longest wait of a caller without deadline %v; limiter %+v",
 		ok.Load(), fail.Load(), time.Duration(maxPatient.Load()), *info.Limiter)
+}
+
+// A server at maxclients refuses the connection an operation needs. The
+// operation fails with ErrMaxClients as a failure to connect (nothing sent,
+// nothing uncertain), not as the "broken pipe" of a connection that go-redis
+// took for set up; a batch chunk is tried again like a single command.
+func TestServerFullIsAConnectFailure(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{Args: []string{"--maxclients", "4"}})
+	ctx := ctxTimeout(t, time.Minute)
+	check := srv.Client(t)
+	if err := check.Ping(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config(conn.RoleWorker, srv)
+	cfg.PoolSize, cfg.MaxConcurrentOps = 4, 4
+	w := newWorker(t, cfg)
+	raw := srv.FillMaxClients(t, 10)
+	t.Logf("server full with %d raw connections", len(raw))
+
+	// A blocking pop holds the worker's only connection: the next operation
+	// needs a new one, which the server refuses.
+	blocked := make(chan error, 1)
+	go func() { blocked <- w.BLPop(ctx, 20*time.Second, "full:block").Err() }()
+	if !redistest.WaitFor(ctx, 5*time.Second, func() bool {
+		s := w.PoolStats()
+		return s.TotalConns == 1 && s.IdleConns == 0
+	}) {
+		t.Fatalf("BLPOP did not take the pooled connection: %+v", w.PoolStats())
+	}
+
+	rejected := redistest.InfoField(t, check, "stats", "rejected_connections")
+	n, err := w.BatchRPush(ctx, "full:list", 1, 2, 3)
+	var be *conn.BatchError
+	if n != 0 || !errors.As(err, &be) || !errors.Is(err, conn.ErrMaxClients) {
+		t.Fatalf("BatchRPush on a full server = %d, %v; want 0 and a *BatchError wrapping ErrMaxClients", n, err)
+	}
+	if be.UncertainTo != be.UncertainFrom {
+		t.Errorf("a refused connection sent nothing, yet items [%d:%d] are uncertain: %v", be.UncertainFrom, be.UncertainTo, err)
+	}
+	for _, bad := range []string{"broken pipe", "EOF", "connection reset"} {
+		if strings.Contains(err.Error(), bad) {
+			t.Errorf("error %q reads %q, not the server's refusal", err, bad)
+		}
+	}
+	if got := redistest.InfoField(t, check, "stats", "rejected_connections") - rejected; got != 4 {
+		t.Errorf("the chunk's connection was refused %d times, want 4 (one try and three retries)", got)
+	}
+	if et := telemetry.ErrorType(err); et != "max_clients" {
+		t.Errorf("error.type of a refused connection = %q, want max_clients", et)
+	}
+	t.Logf("BatchRPush: %v", err)
+
+	if err := w.Get(ctx, "full:k").Err(); !errors.Is(err, conn.ErrMaxClients) {
+		t.Errorf("GET on a full server: %v, want ErrMaxClients", err)
+	}
+	if _, err := conn.NewAPI(ctx, config(conn.RoleAPI, srv)); !errors.Is(err, conn.ErrMaxClients) ||
+		!strings.Contains(err.Error(), srv.Addr()) || !strings.Contains(err.Error(), "maxclients") {
+		t.Errorf("NewAPI on a full server: %v; want ErrMaxClients, naming the address and maxclients", err)
+	}
+
+	// Room again: the same Worker succeeds, and the refused batch applied nothing.
+	for _, c := range raw {
+		_ = c.Close()
+	}
+	if !redistest.WaitFor(ctx, 5*time.Second, func() bool {
+		return redistest.InfoField(t, check, "clients", "connected_clients") <= 2
+	}) {
+		t.Fatal("the server did not see the raw connections close")
+	}
+	if n, err := w.BatchRPush(ctx, "full:list", 1, 2, 3); n != 3 || err != nil {
+		t.Fatalf("BatchRPush with room again = %d, %v", n, err)
+	}
+	if got, err := check.LRange(ctx, "full:list", 0, -1).Result(); err != nil || strings.Join(got, ",") != "1,2,3" {
+		t.Errorf("list = %v, %v; want [1 2 3]", got, err)
+	}
+	if err := check.RPush(ctx, "full:block", "x").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-blocked; err != nil {
+		t.Errorf("BLPOP: %v", err)
+	}
 }

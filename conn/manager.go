@@ -132,8 +132,11 @@ func newManager(ctx context.Context, role Role, cfg Config, opts []Option) (*man
 	// operation on a closed manager never waits, and everything inside the
 	// limiter (telemetry, go-redis's own work) runs with a permit held.
 	m.building.Store(true)
+	client.AddHook(handshakeHook{})
 	client.AddHook(closedHook{closed: &m.closed})
 	if cc, ok := client.(*redis.ClusterClient); ok {
+		// Node clients set up their connections through their own hooks.
+		cc.OnNewNode(func(node *redis.Client) { node.AddHook(handshakeHook{}) })
 		client.AddHook(clusterReloadHook{cc: cc, last: new(atomic.Int64)})
 	}
 	if role == RoleWorker {

@@ -13,12 +13,14 @@ import (
 // ErrorType maps an operation's error to a bounded error.type value: the
 // prefix of a server error reply ("WRONGTYPE", "NOSCRIPT", "ERR", ...), or one
 // of "timeout", "canceled", "deadline_exceeded", "pool_timeout",
-// "pool_exhausted", "closed", "connection_closed", "dial", "network", and
-// "_OTHER" for anything else. It never contains a key, a value or a message.
+// "pool_exhausted", "closed", "connection_closed", "max_clients" (the server
+// refused a new connection at maxclients), "dial", "network", and "_OTHER"
+// for anything else. It never contains a key, a value or a message.
 func ErrorType(err error) string {
 	var re redis.Error
 	var ne net.Error
 	var op *net.OpError
+	var typed interface{ ErrorType() string }
 	switch {
 	case err == nil:
 		return ""
@@ -36,6 +38,8 @@ func ErrorType(err error) string {
 		return "connection_closed"
 	case errors.As(err, &re):
 		return serverErrorPrefix(err.Error())
+	case errors.As(err, &typed):
+		return typed.ErrorType()
 	case errors.As(err, &op) && op.Op == "dial":
 		return "dial"
 	case errors.As(err, &ne) && ne.Timeout():

@@ -390,3 +390,33 @@ func CommandCalls(t testing.TB, c *redis.Client, cmd string) int64 {
 	}
 	return 0
 }
+
+// FillMaxClients opens raw TCP connections to the server until it refuses one
+// with "max number of clients reached" (at most limit tries), so the server
+// has no room left for another client. The accepted connections are closed
+// when the test ends, or earlier by the caller.
+func (s *Server) FillMaxClients(t testing.TB, limit int) []net.Conn {
+	t.Helper()
+	var conns []net.Conn
+	t.Cleanup(func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+	for i := 0; i < limit; i++ {
+		c, err := net.Dial("tcp", s.Addr())
+		if err != nil {
+			t.Fatalf("redistest: connect %s: %v", s.Addr(), err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		buf := make([]byte, 64)
+		if k, _ := c.Read(buf); k > 0 && strings.Contains(string(buf[:k]), "max number of clients") {
+			_ = c.Close()
+			return conns
+		}
+		_ = c.SetReadDeadline(time.Time{})
+		conns = append(conns, c)
+	}
+	t.Fatalf("redistest: opened %d connections to %s and none was refused: maxclients not reached", limit, s.Addr())
+	return nil
+}
