@@ -103,12 +103,7 @@ func TestDashboardsAndAlertsAgainstPrometheus(t *testing.T) {
 
 	// Phase 2, the server runs out of clients: the rest of maxclients taken by
 	// raw connections, and more refused.
-	raw := fillMaxClients(t, srv.Addr(), 45)
-	defer func() {
-		for _, c := range raw {
-			c.Close()
-		}
-	}()
+	srv.FillMaxClients(t, 45)
 	// Let the managers' INFO cache (10 s) see it.
 	time.Sleep(telemetry.ServerInfoMaxAge + 2*time.Second)
 
@@ -154,6 +149,16 @@ func TestDashboardsAndAlertsAgainstPrometheus(t *testing.T) {
 	srv.Resume()
 	close(stopAPI)
 	wg.Wait() // the queued callers now get permits after long waits
+	// The server was full when it stopped, and the connections that timed
+	// out meanwhile only leave once it runs again: new connections can be
+	// refused (ErrMaxClients) for a moment. Wait until both managers work.
+	resumed := time.Now()
+	if !redistest.WaitFor(ctx, 10*time.Second, func() bool {
+		return w.Ping(ctx).Err() == nil && api.Ping(ctx).Err() == nil
+	}) {
+		t.Fatal("the managers did not recover within 10 s of the server resuming")
+	}
+	t.Logf("managers working again %v after the queued callers finished", time.Since(resumed).Round(time.Millisecond))
 	// Keep some traffic so rates and quantiles have fresh samples.
 	normalTraffic(t, ctx, tel, w, api)
 	seen.watchFor(ctx, 15*time.Second)
@@ -227,32 +232,6 @@ func normalTraffic(t *testing.T, ctx context.Context, tel *telemetry.Telemetry, 
 		span.End()
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-// fillMaxClients opens n raw connections; those past maxclients are refused.
-func fillMaxClients(t *testing.T, addr string, n int) []net.Conn {
-	t.Helper()
-	var conns []net.Conn
-	refused := 0
-	for i := 0; i < n; i++ {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-		buf := make([]byte, 64)
-		if k, _ := c.Read(buf); k > 0 && strings.Contains(string(buf[:k]), "max number of clients") {
-			refused++
-			c.Close()
-			continue
-		}
-		_ = c.SetReadDeadline(time.Time{})
-		conns = append(conns, c)
-	}
-	if refused == 0 {
-		t.Fatalf("opened %d connections and none was refused: maxclients not reached", n)
-	}
-	return conns
 }
 
 // prometheus is a real Prometheus started for the test.
