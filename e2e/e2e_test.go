@@ -102,14 +102,14 @@ func TestDashboardsAndAlertsAgainstPrometheus(t *testing.T) {
 	normalTraffic(t, ctx, tel, w, api)
 
 	// Phase 2, the server runs out of clients: the rest of maxclients taken by
-	// raw connections, and more refused.
-	srv.FillMaxClients(t, 45)
-	// Let the managers' INFO cache (10 s) see it.
-	time.Sleep(telemetry.ServerInfoMaxAge + 2*time.Second)
-
-	// Phase 3, the server stalls (SIGSTOP): the worker's limiter saturates
-	// with callers queueing behind it, the API's tiny pool times out.
+	// raw connections, and one more refused. Long enough for the managers'
+	// INFO cache (10 s) to see it.
 	seen := newAlertWatch(prom)
+	raw := srv.FillMaxClients(t, 45)
+	seen.watchFor(ctx, telemetry.ServerInfoMaxAge+2*time.Second)
+
+	// Phase 3, the server, still full, stalls (SIGSTOP): the worker's limiter
+	// saturates with callers queueing behind it, the API's tiny pool times out.
 	srv.Pause()
 	var wg sync.WaitGroup
 	for i := 0; i < 40; i++ {
@@ -148,15 +148,21 @@ func TestDashboardsAndAlertsAgainstPrometheus(t *testing.T) {
 	seen.watchFor(ctx, 12*time.Second)
 	srv.Resume()
 	close(stopAPI)
+	// Room again. (While the server is full, a manager that lost connections
+	// in the stall may find every slot taken by others: ErrMaxClients.)
+	for _, c := range raw {
+		_ = c.Close()
+	}
 	wg.Wait() // the queued callers now get permits after long waits
-	// The server was full when it stopped, and the connections that timed
-	// out meanwhile only leave once it runs again: new connections can be
-	// refused (ErrMaxClients) for a moment. Wait until both managers work.
 	resumed := time.Now()
+	var werr, aerr error
 	if !redistest.WaitFor(ctx, 10*time.Second, func() bool {
-		return w.Ping(ctx).Err() == nil && api.Ping(ctx).Err() == nil
+		c, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		werr, aerr = w.Ping(c).Err(), api.Ping(c).Err()
+		return werr == nil && aerr == nil
 	}) {
-		t.Fatal("the managers did not recover within 10 s of the server resuming")
+		t.Fatalf("the managers did not recover within 10 s of the server resuming with room: worker: %v; api: %v", werr, aerr)
 	}
 	t.Logf("managers working again %v after the queued callers finished", time.Since(resumed).Round(time.Millisecond))
 	// Keep some traffic so rates and quantiles have fresh samples.
