@@ -14,7 +14,9 @@
 //
 // BENCH_QUICK=1 runs in under a minute; BENCH_ROUNDS (default 3), BENCH_SECONDS
 // (per scenario and round, default 2) and BENCH_OUT (JSON, default
-// bench-results.json) tune it.
+// bench-results.json) tune it. BENCH_ONLY (comma-separated scenario names,
+// e.g. S1-5000,S3) runs a subset; BENCH_CPUPROFILE writes a CPU profile of
+// the whole run, for `go tool pprof`.
 package main
 
 import (
@@ -23,7 +25,9 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redisconn/redisconn/internal/redistest"
@@ -35,6 +39,8 @@ type config struct {
 	quick     bool
 	responses int // S4 responses per run
 	out       string
+	only      map[string]bool // scenario names; empty: all
+	profile   string          // CPU profile file; empty: none
 }
 
 func main() {
@@ -51,6 +57,13 @@ func main() {
 	if v := os.Getenv("BENCH_OUT"); v != "" {
 		cfg.out = v
 	}
+	if v := os.Getenv("BENCH_ONLY"); v != "" {
+		cfg.only = map[string]bool{}
+		for _, name := range strings.Split(v, ",") {
+			cfg.only[strings.TrimSpace(name)] = true
+		}
+	}
+	cfg.profile = os.Getenv("BENCH_CPUPROFILE")
 	if err := run(cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -74,7 +87,26 @@ func run(cfg config) error {
 
 	fmt.Printf("redisconn bench: %d rounds, %v per scenario and round, %d CPUs, %s, redis-server %s\n",
 		cfg.rounds, cfg.seconds, runtime.NumCPU(), runtime.Version(), env.redisVersion(ctx))
-	scenarios := scenarios(cfg, env)
+	var scenarios []scenario
+	for _, s := range allScenarios(cfg, env) {
+		if len(cfg.only) == 0 || cfg.only[s.name] {
+			scenarios = append(scenarios, s)
+		}
+	}
+	if len(scenarios) == 0 {
+		return fmt.Errorf("BENCH_ONLY=%q names no scenario (accepted: S1-100, S1-5000, S2, S3, S4)", os.Getenv("BENCH_ONLY"))
+	}
+	if cfg.profile != "" {
+		f, err := os.Create(cfg.profile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	results := map[string][]result{} // row key -> one result per round
 	for r := 1; r <= cfg.rounds; r++ {
 		start := time.Now()

@@ -121,7 +121,7 @@ func (e *env) worker(ctx context.Context, opts []conn.Option) (*conn.Worker, err
 	return conn.NewWorker(ctx, cfg, opts...)
 }
 
-func scenarios(cfg config, e *env) []scenario {
+func allScenarios(cfg config, e *env) []scenario {
 	d := cfg.seconds
 	rpush := func(c redis.Cmdable) func(ctx context.Context, key string) error {
 		return func(ctx context.Context, key string) error { return c.RPush(ctx, key, value).Err() }
