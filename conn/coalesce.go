@@ -35,7 +35,9 @@ type coalescer struct {
 
 	mu      sync.Mutex
 	ready   *sync.Cond
-	queue   []*queued // FIFO; head at queue[0]
+	full    []*generation // FIFO of generations that reached maxBatch
+	cur     *generation   // the generation new commands join; nil when none
+	queued  int           // commands queued and not cancelled
 	closed  bool
 	waiting int // flushers waiting for a limiter permit
 
@@ -44,26 +46,42 @@ type coalescer struct {
 	wg     sync.WaitGroup
 }
 
-type queued struct {
-	ctx    context.Context
-	cmd    redis.Cmder
-	at     time.Time     // when it was queued
-	done   chan struct{} // closed when the command completed or was failed
-	taken  bool          // a flusher took it into a pipeline (under mu)
-	failed error         // set instead of sending (ErrClosed)
+// generation is the commands that will be sent together: callers join the
+// current generation (FIFO) until it holds maxBatch commands or a flusher
+// takes it. Its callers all wait on its one done channel, so a command costs
+// no channel of its own and one close wakes the whole pipeline's callers.
+type generation struct {
+	items []item
+	live  int  // items not cancelled
+	taken bool // a flusher took it (under mu); items are frozen from then on
+	done  chan struct{}
+	// Set before done is closed.
+	failed         error // instead of sending (ErrClosed)
+	sent, answered time.Time
+}
+
+type item struct {
+	ctx       context.Context
+	cmd       redis.Cmder
+	at        time.Time // when it was queued
+	cancelled bool      // its caller gave up before it was taken (under mu)
 }
 
 // coalesceFlushers is how many pipelines of coalesced commands may be in
 // flight at once (each holds one permit): more make smaller pipelines and
 // more round trips. BenchmarkCoalescing (2 cores, telemetry off): at 100
-// callers 1/2/4/8 flushers gave 440k/418k/355k/296k RPUSH/s, at 5000
-// callers all ~450k. Two keep most of the throughput without putting every
-// coalesced command behind one slow pipeline. (A variable only so that the
-// benchmark can vary it.)
+// callers 1/2/4/8 flushers gave 279k/278k/249k/160k RPUSH/s, at 5000
+// callers 412k/460k/498k/494k. Two are as fast as one at 100 callers and
+// close to the best at 5000, without putting every coalesced command behind
+// one slow pipeline. (A variable only so that the benchmark can vary it.)
 var coalesceFlushers = 2
 
-// coalesceMaxBatch bounds one pipeline.
-const coalesceMaxBatch = 256
+// coalesceMaxBatch bounds one pipeline. Measured with `make bench` S1 (5000
+// callers, 2 rounds each): 128/256/512/1024/2048/4096 gave p99 32/29/28/27-30/
+// 34/37 ms and 335k/360k/372k/357k-395k/345k/327k RPUSH/s. Fewer, larger
+// round trips shorten the queue until a pipeline takes too long to write and
+// read.
+const coalesceMaxBatch = 1024
 
 func newCoalescer(m *manager) *coalescer {
 	c := &coalescer{m: m, maxBatch: coalesceMaxBatch}
@@ -85,7 +103,7 @@ func newCoalescer(m *manager) *coalescer {
 
 // do queues cmd and waits until it completed, ctx ended, or the manager closed.
 func (c *coalescer) do(ctx context.Context, cmd redis.Cmder) error {
-	q := &queued{ctx: ctx, cmd: cmd, at: time.Now(), done: make(chan struct{})}
+	at := time.Now()
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -93,22 +111,37 @@ func (c *coalescer) do(ctx context.Context, cmd redis.Cmder) error {
 		cmd.SetErr(ErrClosed)
 		return ErrClosed
 	}
-	c.queue = append(c.queue, q)
+	g := c.cur
+	if g == nil {
+		g = &generation{done: make(chan struct{})}
+		c.cur = g
+	}
+	i := len(g.items)
+	g.items = append(g.items, item{ctx: ctx, cmd: cmd, at: at})
+	g.live++
+	c.queued++
+	if len(g.items) >= c.maxBatch {
+		c.full = append(c.full, g)
+		c.cur = nil
+	}
 	c.ready.Signal()
 	c.mu.Unlock()
 
 	select {
-	case <-q.done:
-		if q.failed != nil {
-			cmd.SetErr(q.failed)
-			return q.failed
+	case <-g.done:
+		if g.failed != nil {
+			cmd.SetErr(g.failed)
+			return g.failed
 		}
+		c.record(g, i)
 		return cmd.Err()
 	case <-ctx.Done():
 	}
 	c.mu.Lock()
-	if !q.taken {
-		c.removeLocked(q)
+	if !g.taken {
+		g.items[i].cancelled = true
+		g.live--
+		c.queued--
 		c.mu.Unlock()
 		c.m.limiter.rejectedCtx.Add(1)
 		err := permitError(ctx.Err())
@@ -120,7 +153,12 @@ func (c *coalescer) do(ctx context.Context, cmd redis.Cmder) error {
 	// ends, which its read deadline bounds (the latest deadline of the batch,
 	// see send): wait for it, then report the caller's context error. Redis
 	// may have applied the command, as with any command whose reply is lost.
-	<-q.done
+	<-g.done
+	if g.failed != nil { // closed before it was sent
+		cmd.SetErr(g.failed)
+		return g.failed
+	}
+	c.record(g, i)
 	err := cmd.Err()
 	if err == nil {
 		err = ctx.Err()
@@ -129,14 +167,13 @@ func (c *coalescer) do(ctx context.Context, cmd redis.Cmder) error {
 	return err
 }
 
-func (c *coalescer) removeLocked(q *queued) {
-	for i, x := range c.queue {
-		if x == q {
-			copy(c.queue[i:], c.queue[i+1:])
-			c.queue[len(c.queue)-1] = nil
-			c.queue = c.queue[:len(c.queue)-1]
-			return
-		}
+// record adds a sent command's span to its caller's trace when that is
+// sampled, on the caller's goroutine (the metrics are the round trip's, see
+// send).
+func (c *coalescer) record(g *generation, i int) {
+	if c.m.tel != nil {
+		it := &g.items[i]
+		c.m.tel.CoalescedSpan(it.ctx, it.cmd, it.at, g.sent, g.answered, g.live)
 	}
 }
 
@@ -144,7 +181,24 @@ func (c *coalescer) removeLocked(q *queued) {
 func (c *coalescer) queueLen() (queued, flushersWaiting int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.queue), c.waiting
+	return c.queued, c.waiting
+}
+
+// takeLocked removes and returns the oldest generation, or nil.
+func (c *coalescer) takeLocked() *generation {
+	var g *generation
+	if len(c.full) > 0 {
+		g = c.full[0]
+		c.full[0] = nil
+		c.full = c.full[1:]
+	} else {
+		g, c.cur = c.cur, nil
+	}
+	if g != nil {
+		g.taken = true
+		c.queued -= g.live
+	}
+	return g
 }
 
 func (c *coalescer) flusher() {
@@ -152,7 +206,7 @@ func (c *coalescer) flusher() {
 	held := context.WithValue(c.ctx, heldKey{}, &permit{l: c.m.limiter})
 	for {
 		c.mu.Lock()
-		for len(c.queue) == 0 && !c.closed {
+		for c.queued == 0 && !c.closed {
 			c.ready.Wait()
 		}
 		if c.closed {
@@ -175,28 +229,23 @@ func (c *coalescer) flusher() {
 		}
 		// Acquired counts operations: send counts each command of the batch.
 		c.m.limiter.acquired.Add(-1)
-		n := min(len(c.queue), c.maxBatch)
-		batch := make([]*queued, n)
-		copy(batch, c.queue[:n])
-		for _, q := range batch {
-			q.taken = true
-		}
-		rest := copy(c.queue, c.queue[n:])
-		clear(c.queue[rest:])
-		c.queue = c.queue[:rest]
+		g := c.takeLocked()
 		c.mu.Unlock()
-		if n == 0 { // every queued caller gave up meanwhile
+		if g == nil || g.live == 0 { // taken by the other flusher, or every caller gave up
 			c.m.limiter.release()
+			if g != nil {
+				close(g.done)
+			}
 			continue
 		}
-		c.send(held, batch) // releases the permit
+		c.send(held, g) // releases the permit
 	}
 }
 
-// send runs one batch as a pipeline, releases the flusher's permit, and
+// send runs one generation as a pipeline, releases the flusher's permit, and
 // completes the commands: a caller whose command returned holds nothing.
-func (c *coalescer) send(ctx context.Context, batch []*queued) {
-	sent := time.Now()
+func (c *coalescer) send(ctx context.Context, g *generation) {
+	g.sent = time.Now()
 	if c.m.tel != nil {
 		ctx = c.m.tel.SkipOperationRecord(ctx)
 	}
@@ -204,8 +253,12 @@ func (c *coalescer) send(ctx context.Context, batch []*queued) {
 	// stalled server cannot hold a caller much past its own deadline; with
 	// one command without deadline, the socket timeout bounds them.
 	var latest time.Time
-	for _, q := range batch {
-		dl, ok := q.ctx.Deadline()
+	for i := range g.items {
+		it := &g.items[i]
+		if it.cancelled {
+			continue
+		}
+		dl, ok := it.ctx.Deadline()
 		if !ok {
 			latest = time.Time{}
 			break
@@ -220,49 +273,81 @@ func (c *coalescer) send(ctx context.Context, batch []*queued) {
 		defer cancel()
 	}
 	pipe := c.m.client.Pipeline()
-	for _, q := range batch {
-		_ = pipe.Process(q.ctx, q.cmd)
+	for i := range g.items {
+		if it := &g.items[i]; !it.cancelled {
+			_ = pipe.Process(it.ctx, it.cmd)
+		}
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	_, err := pipe.Exec(ctx)
+	if err != nil {
 		// A failure before any reply (no connection, a refused AUTH) is not
 		// set on the commands by go-redis when it is a server error; do it.
 		answered := false
-		for _, q := range batch {
-			if q.cmd.Err() != nil {
+		for i := range g.items {
+			if it := &g.items[i]; !it.cancelled && it.cmd.Err() != nil {
 				answered = true
 				break
 			}
 		}
 		if !answered {
-			for _, q := range batch {
-				q.cmd.SetErr(err)
+			for i := range g.items {
+				if it := &g.items[i]; !it.cancelled {
+					it.cmd.SetErr(err)
+				}
 			}
 		}
 	}
-	done := time.Now()
+	g.answered = time.Now()
 	c.m.limiter.release()
-	for _, q := range batch {
-		if c.m.tel != nil {
-			c.m.tel.RecordCoalesced(q.ctx, q.cmd, q.at, sent, done, len(batch))
-		}
-		c.m.limiter.acquired.Add(1)
-		close(q.done)
+	c.m.limiter.acquired.Add(int64(g.live))
+	if c.m.tel != nil {
+		c.recordRoundTrip(g, err)
 	}
+	close(g.done)
+}
+
+// recordRoundTrip records the generation's metrics, once for the round trip
+// (telemetry.RecordCoalesced), before its callers return.
+func (c *coalescer) recordRoundTrip(g *generation, err error) {
+	cmds := make([]redis.Cmder, 0, g.live)
+	var oldest time.Time
+	var ctx context.Context
+	for i := range g.items {
+		it := &g.items[i]
+		if it.cancelled {
+			continue
+		}
+		if ctx == nil {
+			ctx, oldest = it.ctx, it.at
+		} else if !trace.SpanContextFromContext(ctx).IsSampled() && trace.SpanContextFromContext(it.ctx).IsSampled() {
+			ctx = it.ctx // an exemplar that leads to a trace with one of the commands
+		}
+		cmds = append(cmds, it.cmd)
+	}
+	c.m.tel.RecordCoalesced(ctx, cmds, oldest, g.sent, g.answered, err)
 }
 
 // close stops the flushers and fails every queued command with ErrClosed.
 func (c *coalescer) close() {
 	c.mu.Lock()
 	c.closed = true
-	queue := c.queue
-	c.queue = nil
+	gens := c.full
+	if c.cur != nil {
+		gens = append(gens, c.cur)
+	}
+	c.full, c.cur = nil, nil
+	queued := c.queued
+	c.queued = 0
+	for _, g := range gens {
+		g.taken = true // nobody cancels into it any more
+	}
 	c.ready.Broadcast()
 	c.mu.Unlock()
 	c.cancel()
-	for _, q := range queue {
-		q.failed = ErrClosed
-		c.m.limiter.rejectedClosed.Add(1)
-		close(q.done)
+	c.m.limiter.rejectedClosed.Add(int64(queued))
+	for _, g := range gens {
+		g.failed = ErrClosed
+		close(g.done)
 	}
 	c.wg.Wait()
 }

@@ -116,16 +116,16 @@ func Build() ([]byte, error) {
 			query(`sum by (`+by+`, reason) (rate(redisconn_limiter_rejected_total{SEL}[$__rate_interval]))`, "{{reason}} {{instance}}")))
 
 	b = b.WithRow(dashboard.NewRowBuilder("Batching")).
-		WithPanel(series("Batch size p50 / p99", "short", "Items per batch round trip (BatchRPush: RPUSH, BatchPublish: PUBLISH).",
+		WithPanel(series("Batch size p50 / p99", "short", "Items per batch round trip: BatchRPush chunks (RPUSH), BatchPublish chunks (PUBLISH), and the worker's coalesced pipelines (BATCH <command>, BATCH: commands per round trip).",
 			query(`histogram_quantile(0.5, sum by (le, db_operation_name) (rate(redisconn_batch_size_bucket{SEL}[$__rate_interval])))`, "p50 {{db_operation_name}}"),
 			query(`histogram_quantile(0.99, sum by (le, db_operation_name) (rate(redisconn_batch_size_bucket{SEL}[$__rate_interval])))`, "p99 {{db_operation_name}}")).Span(12)).
-		WithPanel(series("Batched items / s", "short", "Items written by batch operations per second.",
+		WithPanel(series("Batched items / s", "short", "Items sent in batch round trips per second: batch operations' items and coalesced commands.",
 			query(`sum by (db_operation_name) (rate(redisconn_batch_size_sum{SEL}[$__rate_interval]))`, "{{db_operation_name}}")).Span(12))
 
 	b = b.WithRow(dashboard.NewRowBuilder("Operations")).
-		WithPanel(series("Operations / s by command", "ops", "Commands and pipelines per second (a pipeline or batch chunk is one).",
+		WithPanel(series("Operations / s by command", "ops", "Operations (round trips) per second: a command, a pipeline, a batch chunk, or a coalesced pipeline (BATCH <command>, BATCH; its commands are counted under Batching).",
 			query(`sum by (db_operation_name) (rate(db_client_operation_duration_seconds_count{SEL}[$__rate_interval]))`, "{{db_operation_name}}"))).
-		WithPanel(series("p99 duration by command", "s", "99th percentile duration per command, limiter wait excluded. Exemplars open the trace.",
+		WithPanel(series("p99 duration by command", "s", "99th percentile duration per operation (round trip), limiter wait excluded. Exemplars open the trace.",
 			withExemplars(`histogram_quantile(0.99, sum by (le, db_operation_name) (rate(db_client_operation_duration_seconds_bucket{SEL}[$__rate_interval])))`, "{{db_operation_name}}"))).
 		WithPanel(series("Errors / s by type", "ops", "Failed operations by error.type (server error prefix, timeout, pool_timeout, ...).",
 			query(`sum by (error_type) (rate(db_client_operation_duration_seconds_count{error_type!="", SEL}[$__rate_interval]))`, "{{error_type}}")))

@@ -3,6 +3,7 @@ package telemetry
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/extra/rediscmd/v9"
@@ -117,20 +118,76 @@ func (in *Instruments) SkipOperationRecord(ctx context.Context) context.Context 
 	return context.WithValue(ctx, skipKey{}, in)
 }
 
-// RecordCoalesced records one command that was sent in a shared pipeline of
-// size commands: its duration (sent to done) under its own name, its wait
-// (queued to sent) as a limiter wait, and, when its caller's trace is
-// sampled, a CLIENT span in that trace.
-func (in *Instruments) RecordCoalesced(ctx context.Context, cmd redis.Cmder, queued, sent, done time.Time, size int) {
-	name := commandName(cmd.Name())
-	err := cmd.Err()
-	in.waitTime.Record(ctx, sent.Sub(queued).Seconds(), in.baseRecord...)
-	if err == nil || err == redis.Nil {
-		in.duration.Record(ctx, done.Sub(sent).Seconds(), in.operationOpts(name)...)
+// RecordCoalesced records one coalesced pipeline: cmds, queued by several
+// callers and sent together in one round trip. Like any pipeline it is one
+// operation, so the cost of telemetry does not grow with the commands it
+// carries:
+//
+//   - db.client.operation.duration: one sample, sent to done, named as
+//     OpenTelemetry's conventions name a batch ("BATCH RPUSH" when the
+//     commands share one name, "BATCH" otherwise), with the error.type of
+//     the round trip or else of its first failed command;
+//   - redisconn.limiter.wait_time: one sample, how long its oldest command
+//     waited (oldest to sent);
+//   - redisconn.batch.size: its number of commands, under the same name.
+//
+// ctx should be a sampled caller's context when one is in the batch, so the
+// samples' exemplars point at a trace that holds one of the commands.
+func (in *Instruments) RecordCoalesced(ctx context.Context, cmds []redis.Cmder, oldest, sent, done time.Time, err error) {
+	if len(cmds) == 0 {
+		return
+	}
+	name := commandName(cmds[0].Name())
+	for _, c := range cmds[1:] {
+		if commandName(c.Name()) != name {
+			name = ""
+			break
+		}
+	}
+	name = batchName(name)
+	if err == redis.Nil { // a pipeline's first reply was nil: not a failure
+		err = nil
+	}
+	if err == nil {
+		for _, c := range cmds {
+			if e := c.Err(); e != nil && e != redis.Nil {
+				err = e
+				break
+			}
+		}
+	}
+	opts := in.operationOpts(name)
+	in.waitTime.Record(ctx, sent.Sub(oldest).Seconds(), in.baseRecord...)
+	in.batchSize.Record(ctx, int64(len(cmds)), opts...)
+	if err == nil {
+		in.duration.Record(ctx, done.Sub(sent).Seconds(), opts...)
 	} else {
 		in.duration.Record(ctx, done.Sub(sent).Seconds(), metric.WithAttributeSet(
 			in.with(AttrOperationName.String(name), AttrErrorType.String(ErrorType(err)))))
 	}
+}
+
+// batchNames caches "BATCH <name>" for every db.operation.name.
+var batchNames sync.Map
+
+// batchName is the db.operation.name of a batch of commands named name
+// ("" when they differ).
+func batchName(name string) string {
+	if name == "" {
+		return "BATCH"
+	}
+	if b, ok := batchNames.Load(name); ok {
+		return b.(string)
+	}
+	b := "BATCH " + name
+	batchNames.Store(name, b)
+	return b
+}
+
+// CoalescedSpan adds, when ctx's trace is sampled, a CLIENT span for cmd, one
+// of size commands sent together in a coalesced pipeline, queued at queued,
+// sent at sent and answered at done. Unsampled, it costs one context lookup.
+func (in *Instruments) CoalescedSpan(ctx context.Context, cmd redis.Cmder, queued, sent, done time.Time, size int) {
 	if !trace.SpanContextFromContext(ctx).IsSampled() {
 		return
 	}
@@ -145,7 +202,7 @@ func (in *Instruments) RecordCoalesced(ctx context.Context, cmd redis.Cmder, que
 			span.SetAttributes(attribute.String("db.statement", rediscmd.CmdString(cmd)))
 		}
 	}
-	endAt(span, err, done)
+	endAt(span, cmd.Err(), done)
 }
 
 // commandName maps a go-redis command name to a bounded db.operation.name.

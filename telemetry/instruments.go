@@ -29,7 +29,8 @@ const ScopeName = "github.com/redisconn/redisconn"
 const (
 	// LimiterWaitTime: histogram, s. Time an operation waited before it was
 	// sent: for its limiter permit, or in the worker's coalescing queue. One
-	// sample per operation (per coalesced command); 0 when it did not wait.
+	// sample per operation, that is per round trip: a coalesced pipeline's
+	// sample is the wait of its oldest command. 0 when it did not wait.
 	LimiterWaitTime = "redisconn.limiter.wait_time"
 	// LimiterInFlight: updowncounter. Round trips holding a permit now.
 	LimiterInFlight = "redisconn.limiter.in_flight"
@@ -56,10 +57,16 @@ const (
 	PoolWaits  = "redisconn.pool.waits"
 
 	// BatchSize: histogram, {item}, attribute db.operation.name. Items per
-	// batch round trip (one sample per chunk).
+	// batch round trip: one sample per BatchRPush/BatchPublish chunk (named
+	// RPUSH, PUBLISH) and per coalesced pipeline (commands per round trip,
+	// named "BATCH <command>" or "BATCH").
 	BatchSize = "redisconn.batch.size"
 	// OperationDuration: histogram, s, attributes db.operation.name and, on
-	// failure, error.type. One sample per command or pipeline.
+	// failure, error.type. One sample per operation (round trip): a command,
+	// a pipeline ("PIPELINE", "MULTI"), a batch chunk, or a coalesced
+	// pipeline, named as OpenTelemetry's conventions name a batch: "BATCH
+	// RPUSH" when its commands share a name, "BATCH" otherwise, with the
+	// error.type of its first failed command.
 	OperationDuration = "db.client.operation.duration"
 
 	// ServerConnectedClients, ServerMaxClients: gauges; ServerRejectedConnections:
@@ -124,7 +131,7 @@ type Instruments struct {
 	tracer    trace.Tracer
 	base      attribute.Set // role and pool name
 	baseKV    []attribute.KeyValue
-	spanAttrs []attribute.KeyValue // of spans recorded without a hook (RecordCoalesced)
+	spanAttrs []attribute.KeyValue // of spans recorded without a hook (CoalescedSpan)
 
 	waitTime     metric.Float64Histogram
 	batchSize    metric.Int64Histogram

@@ -181,8 +181,10 @@ func TestEveryDesignMetricIsServedWithItsTypeAndLabels(t *testing.T) {
 	_ = f.w.Get(ctx, "metrics:missing").Err() // redis.Nil is not an error
 	_ = f.w.Incr(ctx, "metrics:list").Err()   // WRONGTYPE
 	chunks := 2 * ((batchItems + batchSize - 1) / batchSize)
-	// NewWorker's PING, the singles, GET, INCR and the chunks each took one permit.
-	operations := 1 + singles + 2 + chunks
+	// Single commands are coalesced: NewWorker's PING, the singles, GET and
+	// INCR went in round trips of one or more commands. Each batch chunk
+	// and each coalesced round trip is one operation.
+	const coalesced = 1 + singles + 2
 
 	fams := f.families(t)
 	for name, typ := range designFamilies {
@@ -218,30 +220,42 @@ func TestEveryDesignMetricIsServedWithItsTypeAndLabels(t *testing.T) {
 	if v := value(one("redisconn_limiter_limit")); v != 100 {
 		t.Errorf("limit %v", v)
 	}
-	if got := one("redisconn_limiter_wait_time_seconds").Histogram.GetSampleCount(); got != uint64(operations) {
-		t.Errorf("limiter wait count %d, want one per operation: %d", got, operations)
-	}
-	var batchCount, batchSum float64
+	var chunkCount, chunkSum, roundTrips, coalescedSum float64
 	for _, m := range series(t, fams, "redisconn_batch_size") {
-		op := label(m, "db_operation_name")
-		if op != "RPUSH" && op != "PUBLISH" {
+		switch op := label(m, "db_operation_name"); {
+		case op == "RPUSH" || op == "PUBLISH":
+			chunkCount += float64(m.Histogram.GetSampleCount())
+			chunkSum += m.Histogram.GetSampleSum()
+		case strings.HasPrefix(op, "BATCH"):
+			roundTrips += float64(m.Histogram.GetSampleCount())
+			coalescedSum += m.Histogram.GetSampleSum()
+		default:
 			t.Errorf("batch op %q", op)
 		}
-		batchCount += float64(m.Histogram.GetSampleCount())
-		batchSum += m.Histogram.GetSampleSum()
 	}
-	if batchCount != float64(chunks) || batchSum != 2*batchItems {
-		t.Errorf("batch size count %v sum %v, want %d chunks of %d items", batchCount, batchSum, chunks, 2*batchItems)
+	if chunkCount != float64(chunks) || chunkSum != 2*batchItems {
+		t.Errorf("batch size count %v sum %v, want %d chunks of %d items", chunkCount, chunkSum, chunks, 2*batchItems)
+	}
+	if roundTrips < 4 || roundTrips > coalesced || coalescedSum != coalesced {
+		t.Errorf("coalesced round trips %v carrying %v commands, want %d commands in 4 to %d round trips", roundTrips, coalescedSum, coalesced, coalesced)
+	}
+	if got := one("redisconn_limiter_wait_time_seconds").Histogram.GetSampleCount(); got != uint64(roundTrips)+uint64(chunks) {
+		t.Errorf("limiter wait count %d, want one per operation: %v round trips + %d chunks", got, roundTrips, chunks)
 	}
 	ops := map[string]uint64{}
+	var batchOps uint64
 	for _, m := range series(t, fams, "db_client_operation_duration_seconds") {
 		key := label(m, "db_operation_name")
+		if strings.HasPrefix(key, "BATCH") {
+			batchOps += m.Histogram.GetSampleCount()
+		}
 		if et := label(m, "error_type"); et != "" {
 			key += "/" + et
 		}
 		ops[key] += m.Histogram.GetSampleCount()
 	}
-	if ops["RPUSH"] != singles+uint64(chunks/2) || ops["PIPELINE"] != uint64(chunks/2) || ops["GET"] != 1 || ops["INCR/WRONGTYPE"] != 1 {
+	if ops["RPUSH"] != uint64(chunks/2) || ops["PIPELINE"] != uint64(chunks/2) || ops["BATCH PING"] != 1 ||
+		ops["BATCH GET"] != 1 || ops["BATCH INCR/WRONGTYPE"] != 1 || batchOps != uint64(roundTrips) {
 		t.Errorf("operation durations by name: %v", ops)
 	}
 	if v := value(series(t, fams, "redisconn_server_maxclients")[0]); v != 10000 {
