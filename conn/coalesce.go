@@ -51,10 +51,11 @@ type coalescer struct {
 // takes it. Its callers all wait on its one done channel, so a command costs
 // no channel of its own and one close wakes the whole pipeline's callers.
 type generation struct {
-	items []item
-	live  int  // items not cancelled
-	taken bool // a flusher took it (under mu); items are frozen from then on
-	done  chan struct{}
+	items   []item
+	live    int  // items not cancelled
+	noRetry bool // it holds a command go-redis must not send twice (a batch chunk)
+	taken   bool // a flusher took it (under mu); items are frozen from then on
+	done    chan struct{}
 	// Set before done is closed.
 	failed         error // instead of sending (ErrClosed)
 	sent, answered time.Time
@@ -119,6 +120,9 @@ func (c *coalescer) do(ctx context.Context, cmd redis.Cmder) error {
 	i := len(g.items)
 	g.items = append(g.items, item{ctx: ctx, cmd: cmd, at: at})
 	g.live++
+	if cmd.NoRetry() {
+		g.noRetry = true
+	}
 	c.queued++
 	if len(g.items) >= c.maxBatch {
 		c.full = append(c.full, g)
@@ -272,13 +276,7 @@ func (c *coalescer) send(ctx context.Context, g *generation) {
 		ctx, cancel = context.WithDeadline(ctx, latest)
 		defer cancel()
 	}
-	pipe := c.m.client.Pipeline()
-	for i := range g.items {
-		if it := &g.items[i]; !it.cancelled {
-			_ = pipe.Process(it.ctx, it.cmd)
-		}
-	}
-	_, err := pipe.Exec(ctx)
+	err := c.exec(ctx, g)
 	if err != nil {
 		// A failure before any reply (no connection, a refused AUTH) is not
 		// set on the commands by go-redis when it is a server error; do it.
@@ -304,6 +302,28 @@ func (c *coalescer) send(ctx context.Context, g *generation) {
 		c.recordRoundTrip(g, err)
 	}
 	close(g.done)
+}
+
+// exec sends the generation as one pipeline. go-redis retries a pipeline
+// unless it holds a command that must not be sent twice (a batch chunk); for
+// those, exec itself sends again, like go-redis and BatchRPush without
+// coalescing, when the pipeline could not get a connection: nothing was sent.
+func (c *coalescer) exec(ctx context.Context, g *generation) error {
+	for attempt := 0; ; attempt++ {
+		pipe := c.m.client.Pipeline()
+		for i := range g.items {
+			if it := &g.items[i]; !it.cancelled {
+				_ = pipe.Process(it.ctx, it.cmd)
+			}
+		}
+		_, err := pipe.Exec(ctx)
+		if err == nil || !g.noRetry || attempt == chunkRetries || !notConnected(err) {
+			return err
+		}
+		if !sleepBackoff(ctx, attempt) {
+			return err
+		}
+	}
 }
 
 // recordRoundTrip records the generation's metrics, once for the round trip

@@ -67,6 +67,59 @@ func TestCoalescingSharesRoundTripsAndKeepsOrder(t *testing.T) {
 	t.Logf("%d commands in %d round trips", 2*callers*each, checkouts)
 }
 
+// Concurrent BatchRPush callers' chunks share round trips too: fewer pool
+// checkouts than chunks, each list whole and in order, each chunk one RPUSH.
+func TestBatchRPushChunksAreCoalesced(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	cfg := config(conn.RoleWorker, srv)
+	cfg.BatchSize = 10
+	w := newWorker(t, cfg)
+	probe := srv.Client(t)
+	ctx := ctxTimeout(t, 60*time.Second)
+	const callers, items, calls = 100, 95, 5 // 10 chunks per call
+	before, _ := w.ConnectionInfo(ctx)
+	var wg sync.WaitGroup
+	for i := 0; i < callers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			key := "coalesce:batch:" + strconv.Itoa(i)
+			for c := 0; c < calls; c++ {
+				values := make([]any, items)
+				for j := range values {
+					values[j] = c*items + j
+				}
+				if n, err := w.BatchRPush(ctx, key, values...); n != items || err != nil {
+					t.Errorf("BatchRPush = %d, %v", n, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for i := 0; i < callers; i++ {
+		list := probe.LRange(ctx, "coalesce:batch:"+strconv.Itoa(i), 0, -1).Val()
+		if len(list) != calls*items {
+			t.Fatalf("list %d has %d items, want %d", i, len(list), calls*items)
+		}
+		for j, v := range list {
+			if v != strconv.Itoa(j) {
+				t.Fatalf("list %d: item %d is %s: chunks ran out of order", i, j, v)
+			}
+		}
+	}
+	chunks := callers * calls * 10
+	if got := redistest.CommandCalls(t, probe, "rpush"); got != int64(chunks) {
+		t.Errorf("server ran RPUSH %d times, want one per chunk: %d", got, chunks)
+	}
+	after, _ := w.ConnectionInfo(ctx)
+	checkouts := (after.Pool.Hits + after.Pool.Misses) - (before.Pool.Hits + before.Pool.Misses)
+	if checkouts*2 > uint32(chunks) {
+		t.Errorf("%d chunks took %d round trips: not coalesced", chunks, checkouts)
+	}
+	t.Logf("%d chunks in %d round trips", chunks, checkouts)
+}
+
 // A Conn's commands run on its own connection, never in a shared pipeline:
 // after SELECT 2 on the Conn, its SET lands in database 2.
 func TestConnCommandsAreNotCoalesced(t *testing.T) {

@@ -118,10 +118,11 @@ func TestDashboardsAndAlertsAgainstPrometheus(t *testing.T) {
 			defer wg.Done()
 			c, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
-			// Batch chunks take a permit each: the limiter fills up. Single
-			// commands queue for coalescing and count as waiting.
+			// BatchPublish chunks take a permit each: the limiter fills up.
+			// Single commands (and BatchRPush chunks) queue for coalescing
+			// and count as waiting.
 			if i%2 == 0 {
-				_, _ = w.BatchRPush(c, "e2e:stalled", 1, 2, 3)
+				_, _ = w.BatchPublish(c, "e2e:stalled", 1, 2, 3)
 			} else {
 				_ = w.Get(c, "e2e:k").Err()
 			}
