@@ -20,7 +20,8 @@ import (
 type summary struct {
 	load                              *loadResult
 	responsesWritten, operations      float64
-	batchCount, batchSum              float64
+	chunkCount, chunkSum              float64 // batch op chunks: items
+	coalescedCount, coalescedSum      float64 // coalesced pipelines: commands
 	waitP50, waitP99, waitMax         float64 // seconds
 	hits, misses, timeouts, waits     float64
 	rejected                          float64
@@ -40,9 +41,15 @@ func collect(ctx context.Context, s *stack, load *loadResult) (*summary, error) 
 			return nil, err
 		}
 		for _, m := range metrics(fams, "redisconn_batch_size") {
-			sum.batchCount += float64(m.Histogram.GetSampleCount())
-			sum.batchSum += m.Histogram.GetSampleSum()
-			if label(m, "db_operation_name") == "RPUSH" {
+			op := label(m, "db_operation_name")
+			if strings.HasPrefix(op, "BATCH") { // a coalesced pipeline: its commands
+				sum.coalescedCount += float64(m.Histogram.GetSampleCount())
+				sum.coalescedSum += m.Histogram.GetSampleSum()
+				continue
+			}
+			sum.chunkCount += float64(m.Histogram.GetSampleCount())
+			sum.chunkSum += m.Histogram.GetSampleSum()
+			if op == "RPUSH" {
 				sum.responsesWritten += m.Histogram.GetSampleSum()
 			}
 		}
@@ -208,9 +215,11 @@ func getJSON(ctx context.Context, url string, v any) error {
 func (s *summary) print(out io.Writer) {
 	l := s.load
 	secs := l.elapsed.Seconds()
-	avgBatch := 0.0
-	if s.batchCount > 0 {
-		avgBatch = s.batchSum / s.batchCount
+	mean := func(sum, count float64) float64 {
+		if count == 0 {
+			return 0
+		}
+		return sum / count
 	}
 	row := func(k, v string) { fmt.Fprintf(out, "  %-38s %s\n", k, v) }
 	fmt.Fprintln(out, "\nsummary")
@@ -219,7 +228,8 @@ func (s *summary) print(out io.Writer) {
 	row("responses written (BatchRPush)", fmt.Sprintf("%.0f in %.1fs = %.0f/s", s.responsesWritten, secs, s.responsesWritten/secs))
 	row("worker Redis operations", fmt.Sprintf("%.0f = %.0f ops/s (each a round trip)", s.operations, s.operations/secs))
 	row("API Redis operations", fmt.Sprintf("%.0f", s.apiOperations))
-	row("batch round trips, mean size", fmt.Sprintf("%.0f, %.1f items", s.batchCount, avgBatch))
+	row("batch chunks, mean size", fmt.Sprintf("%.0f, %.1f items", s.chunkCount, mean(s.chunkSum, s.chunkCount)))
+	row("coalesced round trips, mean size", fmt.Sprintf("%.0f, %.1f commands", s.coalescedCount, mean(s.coalescedSum, s.coalescedCount)))
 	row("limiter wait p50 / p99", fmt.Sprintf("%s / %s", s.waitBound(s.waitP50), s.waitBound(s.waitP99)))
 	row("limiter rejections", fmt.Sprintf("%.0f", s.rejected))
 	row("pool hits / misses / waits / timeouts", fmt.Sprintf("%.0f / %.0f / %.0f / %.0f", s.hits, s.misses, s.waits, s.timeouts))

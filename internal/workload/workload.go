@@ -141,6 +141,8 @@ func After(ctx context.Context, ropt *redis.Options, runs, responses int, opts .
 	defer w.Close()
 	oc := Outcome{Name: "after"}
 	var t tally
+	checkouts := func() int64 { s := w.PoolStats(); return int64(s.Hits) + int64(s.Misses) }
+	before := checkouts()
 	start := time.Now()
 	var wg sync.WaitGroup
 	for r := 0; r < runs; r++ {
@@ -173,10 +175,12 @@ func After(ctx context.Context, ropt *redis.Options, runs, responses int, opts .
 	if ctx.Err() != nil {
 		return oc, ctx.Err()
 	}
+	// Every round trip checks out one pooled connection: a chunk, or a
+	// coalesced pipeline that carried several runs' chunks.
+	oc.RoundTrips = checkouts() - before
 	info, _ := w.ConnectionInfo(ctx)
 	t.fill(&oc)
 	oc.PoolTimeouts = info.Pool.Timeouts
-	oc.RoundTrips = 2 * int64(runs*((responses+cfg.BatchSize-1)/cfg.BatchSize))
 	cleanup(w, "workload:after:", runs)
 	return oc, nil
 }
