@@ -340,6 +340,7 @@ func (c *coalescer) recordRoundTrip(g *generation, err error, buf *[]redis.Cmder
 	defer func() { clear(cmds); *buf = cmds[:0] }()
 	var oldest time.Time
 	var ctx context.Context
+	sampled := false
 	for i := range g.items {
 		it := &g.items[i]
 		if it.cancelled {
@@ -347,8 +348,9 @@ func (c *coalescer) recordRoundTrip(g *generation, err error, buf *[]redis.Cmder
 		}
 		if ctx == nil {
 			ctx, oldest = it.ctx, it.at
-		} else if !trace.SpanContextFromContext(ctx).IsSampled() && trace.SpanContextFromContext(it.ctx).IsSampled() {
-			ctx = it.ctx // an exemplar that leads to a trace with one of the commands
+			sampled = trace.SpanContextFromContext(ctx).IsSampled()
+		} else if !sampled && trace.SpanContextFromContext(it.ctx).IsSampled() {
+			ctx, sampled = it.ctx, true // an exemplar that leads to a trace with one of the commands
 		}
 		cmds = append(cmds, it.cmd)
 	}

@@ -22,7 +22,7 @@ func TestCoalescingSharesRoundTripsAndKeepsOrder(t *testing.T) {
 	probe := srv.Client(t)
 	ctx := ctxTimeout(t, 60*time.Second)
 	const callers, each = 200, 50
-	before, _ := w.ConnectionInfo(ctx)
+	before := poolCheckouts(w)
 	var wg sync.WaitGroup
 	for i := 0; i < callers; i++ {
 		wg.Add(1)
@@ -46,18 +46,9 @@ func TestCoalescingSharesRoundTripsAndKeepsOrder(t *testing.T) {
 		t.Fatalf("counter %s, want %d: a command was lost or applied twice", got, callers*each)
 	}
 	for i := 0; i < callers; i++ {
-		list := probe.LRange(ctx, "coalesce:list:"+strconv.Itoa(i), 0, -1).Val()
-		if len(list) != each {
-			t.Fatalf("list %d has %d items", i, len(list))
-		}
-		for j, v := range list {
-			if v != strconv.Itoa(j) {
-				t.Fatalf("list %d: item %d is %s: a caller's commands ran out of order", i, j, v)
-			}
-		}
+		checkSequence(t, probe, "coalesce:list:"+strconv.Itoa(i), each)
 	}
-	after, _ := w.ConnectionInfo(ctx)
-	checkouts := (after.Pool.Hits + after.Pool.Misses) - (before.Pool.Hits + before.Pool.Misses)
+	checkouts := poolCheckouts(w) - before
 	if commands := uint32(2 * callers * each); checkouts*2 > commands {
 		t.Errorf("%d commands took %d round trips: not coalesced", commands, checkouts)
 	}
@@ -77,7 +68,7 @@ func TestBatchRPushChunksAreCoalesced(t *testing.T) {
 	probe := srv.Client(t)
 	ctx := ctxTimeout(t, 60*time.Second)
 	const callers, items, calls = 100, 95, 5 // 10 chunks per call
-	before, _ := w.ConnectionInfo(ctx)
+	before := poolCheckouts(w)
 	var wg sync.WaitGroup
 	for i := 0; i < callers; i++ {
 		wg.Add(1)
@@ -98,26 +89,42 @@ func TestBatchRPushChunksAreCoalesced(t *testing.T) {
 	}
 	wg.Wait()
 	for i := 0; i < callers; i++ {
-		list := probe.LRange(ctx, "coalesce:batch:"+strconv.Itoa(i), 0, -1).Val()
-		if len(list) != calls*items {
-			t.Fatalf("list %d has %d items, want %d", i, len(list), calls*items)
-		}
-		for j, v := range list {
-			if v != strconv.Itoa(j) {
-				t.Fatalf("list %d: item %d is %s: chunks ran out of order", i, j, v)
-			}
-		}
+		checkSequence(t, probe, "coalesce:batch:"+strconv.Itoa(i), calls*items)
 	}
 	chunks := callers * calls * 10
 	if got := redistest.CommandCalls(t, probe, "rpush"); got != int64(chunks) {
 		t.Errorf("server ran RPUSH %d times, want one per chunk: %d", got, chunks)
 	}
-	after, _ := w.ConnectionInfo(ctx)
-	checkouts := (after.Pool.Hits + after.Pool.Misses) - (before.Pool.Hits + before.Pool.Misses)
+	checkouts := poolCheckouts(w) - before
 	if checkouts*2 > uint32(chunks) {
 		t.Errorf("%d chunks took %d round trips: not coalesced", chunks, checkouts)
 	}
 	t.Logf("%d chunks in %d round trips", chunks, checkouts)
+}
+
+// poolCheckouts is how many times w took a pooled connection: one per round
+// trip (a command, a pipeline).
+func poolCheckouts(w *conn.Worker) uint32 {
+	s := w.PoolStats()
+	return s.Hits + s.Misses
+}
+
+// checkSequence fails unless the list at key is 0, 1, ..., n-1: nothing lost,
+// repeated or out of order.
+func checkSequence(t *testing.T, probe *redis.Client, key string, n int) {
+	t.Helper()
+	list, err := probe.LRange(context.Background(), key, 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != n {
+		t.Fatalf("%s has %d items, want %d", key, len(list), n)
+	}
+	for j, v := range list {
+		if v != strconv.Itoa(j) {
+			t.Fatalf("%s: item %d is %s: commands ran out of order", key, j, v)
+		}
+	}
 }
 
 // A Conn's commands run on its own connection, never in a shared pipeline:

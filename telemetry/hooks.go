@@ -137,18 +137,19 @@ func (in *Instruments) RecordCoalesced(ctx context.Context, cmds []redis.Cmder, 
 	if len(cmds) == 0 {
 		return
 	}
-	name := commandName(cmds[0].Name())
+	first := cmds[0].Name()
+	name := commandName(first)
 	for _, c := range cmds[1:] {
-		if commandName(c.Name()) != name {
+		if c.Name() != first {
 			name = ""
 			break
 		}
 	}
 	name = batchName(name)
-	if err == redis.Nil { // a pipeline's first reply was nil: not a failure
+	// Exec's error is the first command's that failed; a nil reply is not a
+	// failure, but a later command may have failed.
+	if err == redis.Nil {
 		err = nil
-	}
-	if err == nil {
 		for _, c := range cmds {
 			if e := c.Err(); e != nil && e != redis.Nil {
 				err = e
