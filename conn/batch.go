@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"strconv"
 	"strings"
@@ -59,9 +58,9 @@ func (noRetry) NoRetry() bool { return true }
 
 // BatchRPush appends values to the list at key in chunks of Config.BatchSize:
 // each chunk is one variadic RPUSH, applied by Redis all or nothing. A chunk
-// joins the Worker's coalescing queue like a single command, so concurrent
-// callers' chunks share round trips and limiter permits (with coalescing off,
-// each chunk is one round trip and one permit). It returns how many values
+// is a single command to the Worker's hooks: it is coalesced like any other,
+// so concurrent callers' chunks share round trips and limiter permits (with
+// coalescing off, each chunk is one round trip and one permit). It returns how many values
 // Redis acknowledged; when that is fewer than len(values) the error is a
 // *BatchError saying which values are uncertain. Chunks are sent one after
 // another, so the list receives values in order. No values: (0, nil) and no
@@ -80,26 +79,15 @@ func (w *Worker) BatchRPush(ctx context.Context, key string, values ...any) (int
 		}
 		return w.batchRPushIdempotent(ctx, ib, key, values)
 	}
-	send := func(ctx context.Context, chunk []any) (int, bool, error) {
+	return w.batch(ctx, "BatchRPush", "RPUSH", values, func(ctx context.Context, chunk []any) (int, bool, error) {
 		args := make([]any, 0, 2+len(chunk))
 		args = append(args, "rpush", key)
 		args = append(args, chunk...)
-		cmd := noRetry{redis.NewIntCmd(ctx, args...)}
-		var err error
-		if w.m.coalescer != nil {
-			err = w.m.coalescer.do(ctx, cmd)
-		} else {
-			err = w.m.client.Process(ctx, cmd)
-		}
-		if err != nil {
+		if err := w.m.client.Process(ctx, noRetry{redis.NewIntCmd(ctx, args...)}); err != nil {
 			return 0, maybeSent(err), err
 		}
 		return len(chunk), false, nil
-	}
-	if w.m.coalescer != nil {
-		return w.batchCoalesced(ctx, "BatchRPush", "RPUSH", values, send)
-	}
-	return w.batch(ctx, "BatchRPush", "RPUSH", values, send)
+	})
 }
 
 // idempotentKey carries an idempotentBatch in a context.
@@ -213,11 +201,18 @@ func (w *Worker) BatchPublish(ctx context.Context, channel string, messages ...a
 		if cc, ok := w.m.client.(*redis.ClusterClient); ok {
 			// A keyless PUBLISH would go to any node, chunk by chunk, and the
 			// cluster bus does not order messages of different nodes. The
-			// node client has no limiter hook; w.batch holds the permit.
+			// node's client has no limiter hook: the chunk takes its permit
+			// here.
 			node, err := cc.MasterForKey(ctx, channel)
 			if err != nil {
 				return 0, false, err
 			}
+			waited, err := w.m.limiter.Acquire(ctx)
+			if err != nil {
+				return 0, false, err
+			}
+			defer w.m.limiter.Release()
+			ctx = withLimiterWait(ctx, waited)
 			pipe = node.Pipeline()
 		} else {
 			pipe = w.m.client.Pipeline()
@@ -261,25 +256,12 @@ func execPipe(ctx context.Context, pipe redis.Pipeliner) error {
 // acknowledged, whether any of the others may have been applied, and the error.
 type chunkFunc func(ctx context.Context, chunk []any) (acked int, uncertain bool, err error)
 
-// batch drives a batch operation: chunking, one permit per chunk, stopping at
-// the first failure with a *BatchError. With telemetry, the operation is one
-// span (op, with db.operation.batch.size) whose children are the chunks.
+// batch drives a batch operation: chunking, stopping at the first failure
+// with a *BatchError. Each chunk goes through the Worker's hooks as one
+// command or pipeline, so it takes a permit (or joins a coalesced round
+// trip) like any other. With telemetry, the operation is one span (op, with
+// db.operation.batch.size) whose children are the chunks.
 func (w *Worker) batch(ctx context.Context, op, cmdName string, values []any, send chunkFunc) (n int, err error) {
-	return w.runBatch(ctx, op, cmdName, values, send, false)
-}
-
-// batchCoalesced is batch for chunks that send themselves through the
-// coalescer: each chunk joins a shared pipeline (one permit per pipeline,
-// taken by the flusher) instead of taking a permit and a round trip of its
-// own. Concurrent callers' chunks then share round trips, as single commands
-// do. A chunk is still one command, applied by Redis all or nothing, with
-// go-redis's retry off; the coalescer sends again a pipeline that could not
-// get a connection, when nothing was sent.
-func (w *Worker) batchCoalesced(ctx context.Context, op, cmdName string, values []any, send chunkFunc) (n int, err error) {
-	return w.runBatch(ctx, op, cmdName, values, send, true)
-}
-
-func (w *Worker) runBatch(ctx context.Context, op, cmdName string, values []any, send chunkFunc, coalesced bool) (n int, err error) {
 	total := len(values)
 	if total == 0 {
 		return 0, nil
@@ -321,26 +303,10 @@ func (w *Worker) runBatch(ctx context.Context, op, cmdName string, values []any,
 		if err := ctx.Err(); err != nil {
 			return fail(err, 0, 0)
 		}
-		var acked int
-		var uncertain bool
-		if coalesced {
-			if w.m.tel != nil {
-				w.m.tel.RecordBatchChunk(ctx, cmdName, end-done)
-			}
-			acked, uncertain, err = send(ctx, values[done:end])
-		} else {
-			// The permit is taken here, not by the hook, so that a chunk that
-			// bypasses the client (cluster BatchPublish) is still one operation.
-			var pctx context.Context
-			if pctx, err = w.m.acquire(ctx); err != nil {
-				return fail(err, 0, 0)
-			}
-			if w.m.tel != nil {
-				w.m.tel.RecordBatchChunk(pctx, cmdName, end-done)
-			}
-			acked, uncertain, err = w.sendChunk(pctx, send, values[done:end])
-			w.m.limiter.release()
+		if w.m.tel != nil {
+			w.m.tel.RecordBatchChunk(ctx, cmdName, end-done)
 		}
+		acked, uncertain, err := w.sendChunk(ctx, send, values[done:end])
 		if err != nil {
 			to := 0
 			if uncertain {
@@ -353,14 +319,6 @@ func (w *Worker) runBatch(ctx context.Context, op, cmdName string, values []any,
 	return done, nil
 }
 
-// Chunk retries mirror go-redis's defaults for single commands (MaxRetries 3,
-// backoff from 8 ms to 512 ms).
-const (
-	chunkRetries    = 3
-	chunkBackoffMin = 8 * time.Millisecond
-	chunkBackoffMax = 512 * time.Millisecond
-)
-
 // sendChunk sends a chunk, and sends it again (up to chunkRetries times, with
 // backoff) when it failed before anything was written: the connection it
 // needed could not be set up (a dial failure, or the server refusing the
@@ -370,7 +328,7 @@ const (
 func (w *Worker) sendChunk(ctx context.Context, send chunkFunc, chunk []any) (acked int, uncertain bool, err error) {
 	for attempt := 0; ; attempt++ {
 		acked, uncertain, err = send(ctx, chunk)
-		if err == nil || uncertain || acked > 0 || attempt == chunkRetries || !notConnected(err) || w.m.closed.Load() {
+		if err == nil || uncertain || acked > 0 || attempt == defaultMaxRetries || !notConnected(err) || w.m.closed.Load() {
 			return acked, uncertain, err
 		}
 		if !sleepBackoff(ctx, attempt) {
@@ -379,26 +337,12 @@ func (w *Worker) sendChunk(ctx context.Context, send chunkFunc, chunk []any) (ac
 	}
 }
 
-// sleepBackoff waits before retry attempt+1 (8 ms doubling to 512 ms, with
-// jitter so refused callers do not return in step); false if ctx ended.
-func sleepBackoff(ctx context.Context, attempt int) bool {
-	d := min(chunkBackoffMin<<attempt, chunkBackoffMax)
-	d = d/2 + rand.N(d/2+1)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
 // notConnected reports a failure to set up the connection a command needed:
 // nothing was written, so sending again is safe.
 func notConnected(err error) bool {
 	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "dial"
+	var se *setupError
+	return (errors.As(err, &op) && op.Op == "dial") || errors.As(err, &se)
 }
 
 // contextErr is ctx.Err(), and DeadlineExceeded as soon as the deadline has
@@ -415,14 +359,17 @@ func contextErr(ctx context.Context) error {
 }
 
 // maybeSent reports whether a failed command may have reached Redis. It is
-// false only for failures known to happen before anything is written: no
-// permit, manager or client closed, no pooled connection, dial failure, or a
-// server error reply (the server refused the command, it did not apply it).
+// false only for failures known to happen before anything is written: the
+// caller's context ended while it waited, manager or client closed, no pooled
+// connection, the connection could not be set up, or a server error reply
+// (the server refused the command, it did not apply it).
 func maybeSent(err error) bool {
-	var lw *limiterWaitError
 	switch {
 	case err == nil,
-		errors.As(err, &lw),
+		// go-redis, the limiter and the coalescer return the context's own
+		// error only before anything is written; a deadline that passes
+		// during the read is an i/o timeout.
+		err == context.Canceled, err == context.DeadlineExceeded,
 		errors.Is(err, ErrClosed),
 		errors.Is(err, redis.ErrClosed),
 		errors.Is(err, redis.ErrPoolTimeout),

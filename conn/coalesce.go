@@ -2,148 +2,194 @@ package conn
 
 import (
 	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/redisconn/redisconn/telemetry"
-	"go.opentelemetry.io/otel/trace"
 )
 
-// coalescer sends the Worker's concurrent single commands together: callers
-// queue their command (FIFO) and a few flusher goroutines, each holding one
-// limiter permit while it works, send whatever has queued as one pipeline.
-// Under load one round trip then carries many callers' commands, which is
-// where Redis throughput comes from; with a single caller a command is a
-// pipeline of one.
+// coalesceHook is the Worker's coalescing, as a go-redis hook: a single
+// command that is safe to share a pipeline with other callers' commands
+// (coalescable) is handed to the coalescer, which sends it together with the
+// commands that other callers queued meanwhile. Everything else, pipelines
+// included, goes on to next unchanged.
+type coalesceHook struct{ c *coalescer }
+
+func (h coalesceHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h coalesceHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if !coalescable(cmd) {
+			return next(ctx, cmd)
+		}
+		return h.c.do(ctx, cmd)
+	}
+}
+
+func (h coalesceHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// coalescer sends concurrent callers' single commands together: callers
+// queue their command and a few flushers send what has queued as one
+// pipeline, a round trip. Under load one round trip carries hundreds of
+// commands, which is where Redis throughput comes from; a lone caller's
+// command is a pipeline of one.
 //
-// What a caller can rely on is what the limiter promises: commands are sent
-// in arrival order, no more round trips run at once than the limit allows, a
-// caller whose context ends while its command is queued gets the context's
-// error and its command is never sent, and Close fails queued commands with
-// ErrClosed. A command already sent completes in Redis even if its caller
-// stopped waiting, as with any command.
+// What a caller can rely on:
 //
-// Only commands issued on the Worker itself are coalesced, and only those
-// that are safe in a shared pipeline: not blocking commands (BLPOP, XREAD,
-// WAIT, ...), not commands that change connection state (SELECT, MULTI,
-// CLIENT, ...), not unknown or module commands. Commands of Watch
-// transactions, of a Conn, and explicit pipelines run as they are.
+//   - Its command is sent after the commands it issued before (a caller
+//     waits for each command), in a round trip that holds one limiter permit.
+//   - Its deadline holds: a round trip carries only commands whose deadlines
+//     lie within deadlineSpread of each other (or commands without deadline,
+//     which go-redis bounds by the socket timeout), and reads until the latest
+//     of them. So a caller returns at most deadlineSpread after its own
+//     deadline, plus scheduling delay, whatever else is waiting.
+//   - While its command is queued, its context ending returns ctx.Err() at
+//     once and the command is never sent. Once a flusher took the command
+//     into a round trip, the caller waits for that round trip (go-redis
+//     writes the reply into the command until it ends), which its deadline
+//     bounds as above.
+//   - A command whose reply arrived keeps it: a round trip is never re-sent
+//     whole. Of the commands without a reply, only those that were certainly
+//     not run go again (see retryable), at most MaxRetries times: nothing was
+//     written, or the server refused them (LOADING, ...). A command written in
+//     a shared round trip whose reply was lost (a cut connection, a timeout)
+//     gets the error, because Redis may have run it; a command alone in its
+//     round trip is retried as go-redis retries a single command.
+//   - Close fails queued commands with ErrClosed; round trips already sent
+//     finish.
+//
+// A round trip is an ordinary pipeline of the Worker's client: go-redis hands
+// a hook only the single-command chain, so the coalescer cannot reach the
+// pipeline chain inside it directly. Its pipelines pass the closed check and
+// this hook's pipeline side untouched (pipelines are never coalesced), then
+// the limiter, telemetry and the user's hooks, as any pipeline does.
 type coalescer struct {
-	m        *manager
-	maxBatch int
+	client     redis.UniversalClient
+	maxBatch   int
+	maxRetries int
 
 	mu     sync.Mutex
 	ready  *sync.Cond
-	full   []*generation // FIFO of generations that reached maxBatch
-	cur    *generation   // the generation new commands join; nil when none
+	open   []*generation // generations not taken yet, oldest first
 	queued int           // commands queued and not cancelled
 	// sizeHint is the size of the last generation taken: a new generation
 	// starts with that capacity, so under steady load it never regrows.
 	sizeHint int
 	closed   bool
-	waiting  int // flushers waiting for a limiter permit
 
-	ctx    context.Context // the flushers' context, ended by close
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	// Callers refused before their command was sent, by reason; of them,
+	// refusedContext and refusedClose round trips were refused a permit by
+	// the limiter, which counted each once.
+	rejectedContext, rejectedClose atomic.Int64
+	refusedContext, refusedClose   atomic.Int64
+	roundTrips, commands           atomic.Int64
+
+	wg sync.WaitGroup
 }
 
-// generation is the commands that will be sent together: callers join the
-// current generation (FIFO) until it holds maxBatch commands or a flusher
-// takes it. Its callers all wait on its one done channel, so a command costs
-// no channel of its own and one close wakes the whole pipeline's callers.
+// generation is the commands that will be sent together. Its callers all wait
+// on its one done channel, so a command costs no channel of its own and one
+// close wakes the whole round trip's callers.
 type generation struct {
-	items   []item
-	live    int  // items not cancelled
-	noRetry bool // it holds a command go-redis must not send twice (a batch chunk)
-	taken   bool // a flusher took it (under mu); items are frozen from then on
-	done    chan struct{}
-	// Set before done is closed.
-	failed         error // instead of sending (ErrClosed)
-	sent, answered time.Time
+	items []item
+	live  int // items not cancelled
+	// Deadlines: the round trip reads until hi; every item's deadline lies in
+	// [lo, hi]. Without deadline, none of its items has one.
+	hasDeadline bool
+	lo, hi      time.Time
+	taken       bool // a flusher took it (under mu); items are frozen from then on
+	// gaveUp counts callers that gave up after it was taken, and cancel ends
+	// its round trip's context (under mu): a round trip that every caller
+	// gave up on stops waiting for its permit and is never sent.
+	gaveUp int
+	cancel context.CancelFunc
+	done   chan struct{}
+	failed error // set before done is closed when it was never sent (ErrClosed)
 }
 
 type item struct {
-	ctx       context.Context
+	telemetry.Caller
 	cmd       redis.Cmder
-	at        time.Time // when it was queued
-	cancelled bool      // its caller gave up before it was taken (under mu)
+	cancelled bool // its caller gave up before it was taken (under mu)
 }
 
-// coalesceFlushers is how many pipelines of coalesced commands may be in
-// flight at once (each holds one permit): more make smaller pipelines and
-// more round trips. BenchmarkCoalescing (2 cores, telemetry off): at 100
-// callers 1/2/4/8 flushers gave 279k/278k/249k/160k RPUSH/s, at 5000
-// callers 412k/460k/498k/494k. Two are as fast as one at 100 callers and
-// close to the best at 5000, without putting every coalesced command behind
-// one slow pipeline. (A variable only so that the benchmark can vary it.)
-var coalesceFlushers = 2
+// Coalescing parameters, chosen by measurement (make bench, BenchmarkCoalescing).
+const (
+	// coalesceFlushers is how many round trips of coalesced commands may be
+	// in flight at once. At 100 callers 1/2/4/8 flushers gave 279k/278k/249k/
+	// 160k RPUSH/s, at 5000 callers 412k/460k/498k/494k (2 cores): two are as
+	// fast as one at 100 callers and close to the best at 5000, without
+	// putting every coalesced command behind one slow round trip.
+	coalesceFlushers = 2
+	// coalesceMaxBatch bounds one round trip. Against AutoPipeline at 5000
+	// callers, 512/768/1024 gave p99 0.96-0.98x/0.88-0.97x/1.02-1.07x:
+	// fewer, larger round trips shorten the queue until one takes too long to
+	// write and read.
+	coalesceMaxBatch = 768
+	// openGenerations is how many of the newest open generations a command
+	// looks at for one whose deadlines match its own.
+	openGenerations = 4
+	// minDeadlineSpread is the least spread of deadlines within a round trip.
+	minDeadlineSpread = 5 * time.Millisecond
+)
 
-// coalesceMaxBatch bounds one pipeline. Measured with `make bench` S1 (5000
-// callers): 128/256/512/1024/2048/4096 gave p99 32/29/28/27-30/34/37 ms and
-// 335k/360k/372k/357k-395k/345k/327k RPUSH/s in one series of runs; against
-// AutoPipeline in the same runs, 512/768/1024 gave throughput 1.09-1.11x/
-// 1.14-1.15x/1.11-1.24x and p99 0.96-0.98x/0.88-0.97x/1.02-1.07x. Fewer,
-// larger round trips shorten the queue until a pipeline takes too long to
-// write and read; 768 keeps both.
-const coalesceMaxBatch = 768
+// deadlineSpread is how far apart the deadlines of one round trip's commands
+// may lie, for a command queued at now whose earliest deadline is dl: 10 %
+// of the time left, at least minDeadlineSpread. A caller thus returns at
+// most that long after its own deadline.
+func deadlineSpread(now, dl time.Time) time.Duration {
+	return max(dl.Sub(now)/10, minDeadlineSpread)
+}
 
-func newCoalescer(m *manager) *coalescer {
-	c := &coalescer{m: m, maxBatch: coalesceMaxBatch}
+func newCoalescer(client redis.UniversalClient, flushers, maxRetries int) *coalescer {
+	c := &coalescer{client: client, maxBatch: coalesceMaxBatch, maxRetries: maxRetries}
 	c.ready = sync.NewCond(&c.mu)
-	c.ctx, c.cancel = context.WithCancel(context.Background())
-	// The flushers' pipelines start no spans of their own (each command gets
-	// its span in its caller's trace instead): an unsampled parent.
-	c.ctx = trace.ContextWithSpanContext(c.ctx, trace.NewSpanContext(trace.SpanContextConfig{
-		TraceID: trace.TraceID{0x72, 0x65, 0x64, 0x69, 0x73, 0x63, 0x6f, 0x6e, 0x6e},
-		SpanID:  trace.SpanID{0x63, 0x6f, 0x61, 0x6c, 0x65, 0x73, 0x63, 0x65},
-	}))
-	n := min(coalesceFlushers, m.cfg.MaxConcurrentOps)
-	c.wg.Add(n)
-	for i := 0; i < n; i++ {
+	c.wg.Add(flushers)
+	for i := 0; i < flushers; i++ {
 		go c.flusher()
 	}
 	return c
 }
 
-// do queues cmd and waits until it completed, ctx ended, or the manager closed.
+// do queues cmd and waits until it completed, ctx ended while it was queued,
+// or the Worker closed.
 func (c *coalescer) do(ctx context.Context, cmd redis.Cmder) error {
-	at := time.Now()
+	if err := ctx.Err(); err != nil {
+		// go-redis returns the context's error before it sends anything.
+		c.rejectedContext.Add(1)
+		cmd.SetErr(err)
+		return err
+	}
+	now := time.Now()
+	dl, hasDeadline := ctx.Deadline()
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		c.m.limiter.rejectedClosed.Add(1)
+		c.rejectedClose.Add(1)
 		cmd.SetErr(ErrClosed)
 		return ErrClosed
 	}
-	g := c.cur
-	if g == nil {
-		g = &generation{done: make(chan struct{}), items: make([]item, 0, max(c.sizeHint, 4))}
-		c.cur = g
-	}
+	g := c.joinLocked(now, dl, hasDeadline)
 	i := len(g.items)
-	g.items = append(g.items, item{ctx: ctx, cmd: cmd, at: at})
+	g.items = append(g.items, item{Caller: telemetry.Caller{Ctx: ctx, Queued: now}, cmd: cmd})
 	g.live++
-	if cmd.NoRetry() {
-		g.noRetry = true
-	}
 	c.queued++
-	if len(g.items) >= c.maxBatch {
-		c.full = append(c.full, g)
-		c.cur = nil
-	}
 	c.ready.Signal()
 	c.mu.Unlock()
 
 	select {
 	case <-g.done:
-		if g.failed != nil {
-			cmd.SetErr(g.failed)
-			return g.failed
-		}
-		c.record(g, i)
-		return cmd.Err()
+		return c.result(g, cmd)
 	case <-ctx.Done():
 	}
 	c.mu.Lock()
@@ -152,220 +198,275 @@ func (c *coalescer) do(ctx context.Context, cmd redis.Cmder) error {
 		g.live--
 		c.queued--
 		c.mu.Unlock()
-		c.m.limiter.rejectedCtx.Add(1)
-		err := permitError(ctx.Err())
+		c.rejectedContext.Add(1)
+		err := ctx.Err()
 		cmd.SetErr(err)
 		return err
 	}
+	g.gaveUp++
+	if g.gaveUp == g.live && g.cancel != nil {
+		g.cancel()
+	}
 	c.mu.Unlock()
-	// Sent already. go-redis writes the reply into cmd until the pipeline
-	// ends, which its read deadline bounds (the latest deadline of the batch,
-	// see send): wait for it, then report the caller's context error. Redis
-	// may have applied the command, as with any command whose reply is lost.
+	// Taken: go-redis may still write the reply into cmd. The round trip
+	// reads until the latest deadline of its commands, close to this one.
 	<-g.done
-	if g.failed != nil { // closed before it was sent
+	return c.result(g, cmd)
+}
+
+func (c *coalescer) result(g *generation, cmd redis.Cmder) error {
+	if g.failed != nil {
 		cmd.SetErr(g.failed)
 		return g.failed
 	}
-	c.record(g, i)
-	err := cmd.Err()
-	if err == nil {
-		err = ctx.Err()
+	return cmd.Err()
+}
+
+// joinLocked returns the open generation a command with deadline dl (if
+// hasDeadline) joins, opening a new one when none of the newest fits.
+func (c *coalescer) joinLocked(now, dl time.Time, hasDeadline bool) *generation {
+	for k := len(c.open) - 1; k >= max(len(c.open)-openGenerations, 0); k-- {
+		g := c.open[k]
+		if len(g.items) >= c.maxBatch || g.hasDeadline != hasDeadline {
+			continue
+		}
+		if !hasDeadline {
+			return g
+		}
+		lo, hi := g.lo, g.hi
+		if dl.Before(lo) {
+			lo = dl
+		}
+		if dl.After(hi) {
+			hi = dl
+		}
+		if hi.Sub(lo) <= deadlineSpread(now, lo) {
+			g.lo, g.hi = lo, hi
+			return g
+		}
+	}
+	g := &generation{
+		done:        make(chan struct{}),
+		items:       make([]item, 0, max(c.sizeHint, 4)),
+		hasDeadline: hasDeadline, lo: dl, hi: dl,
+	}
+	c.open = append(c.open, g)
+	return g
+}
+
+// take removes and returns the oldest generation, waiting for one; nil
+// after close.
+func (c *coalescer) take() *generation {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for {
+		for len(c.open) == 0 && !c.closed {
+			c.ready.Wait()
+		}
+		if c.closed {
+			return nil
+		}
+		g := c.open[0]
+		c.open[0] = nil
+		c.open = c.open[1:]
+		g.taken = true
+		c.queued -= g.live
+		c.sizeHint = len(g.items)
+		if g.live > 0 {
+			return g
+		}
+		close(g.done) // every caller gave up
+	}
+}
+
+func (c *coalescer) flusher() {
+	defer c.wg.Done()
+	var rt roundTrip
+	for {
+		g := c.take()
+		if g == nil {
+			return
+		}
+		rt.send(c, g)
+		close(g.done)
+	}
+}
+
+// roundTrip is a flusher's buffers for the commands of one generation.
+type roundTrip struct {
+	cmds    []redis.Cmder
+	callers []telemetry.Caller
+	desc    telemetry.RoundTrip
+}
+
+// send sends the generation's live commands, and sends again those that got
+// no reply where that is safe (see coalescer).
+func (rt *roundTrip) send(c *coalescer, g *generation) {
+	rt.cmds, rt.callers = rt.cmds[:0], rt.callers[:0]
+	for i := range g.items {
+		if it := &g.items[i]; !it.cancelled {
+			rt.cmds = append(rt.cmds, it.cmd)
+			rt.callers = append(rt.callers, it.Caller)
+		}
+	}
+	defer func() { clear(rt.cmds); clear(rt.callers) }()
+	ctx, cancel := context.WithCancel(context.Background())
+	if g.hasDeadline {
+		ctx, cancel = context.WithDeadline(context.Background(), g.hi)
+	}
+	defer cancel()
+	c.mu.Lock()
+	g.cancel = cancel
+	if g.gaveUp == g.live {
+		cancel()
+	}
+	c.mu.Unlock()
+	for attempt := 0; ; attempt++ {
+		rt.desc.Callers = rt.callers
+		err := rt.exec(withRoundTrip(ctx, &rt.desc), c.client)
+		switch err {
+		case context.Canceled, context.DeadlineExceeded:
+			// The limiter refused the round trip a permit: nothing was sent.
+			c.refusedContext.Add(1)
+			c.rejectedContext.Add(int64(len(rt.cmds)))
+			return
+		case ErrClosed:
+			c.refusedClose.Add(1)
+			c.rejectedClose.Add(int64(len(rt.cmds)))
+			return
+		}
+		c.roundTrips.Add(1)
+		c.commands.Add(int64(len(rt.cmds)))
+		if err == nil || attempt >= c.maxRetries {
+			return
+		}
+		// Keep the commands that got no reply and may go again.
+		n, alone := 0, len(rt.cmds) == 1
+		for i, cmd := range rt.cmds {
+			if e := cmd.Err(); !answered(e) && retryable(cmd, e, alone) && rt.callers[i].Ctx.Err() == nil {
+				rt.cmds[n], rt.callers[n] = cmd, rt.callers[i]
+				n++
+			}
+		}
+		clear(rt.cmds[n:])
+		clear(rt.callers[n:])
+		rt.cmds, rt.callers = rt.cmds[:n], rt.callers[:n]
+		if n == 0 || !sleepBackoff(ctx, attempt) {
+			return
+		}
+	}
+}
+
+// exec sends rt.cmds as one pipeline, with go-redis's own retries off:
+// go-redis would send a failed pipeline again whole, answered commands
+// included (its retries are decided for the pipeline, and one command that
+// refuses retries turns them off for all).
+func (rt *roundTrip) exec(ctx context.Context, client redis.UniversalClient) error {
+	pipe := client.Pipeline()
+	_ = pipe.Process(ctx, noRetry{rt.cmds[0]})
+	for _, cmd := range rt.cmds[1:] {
+		_ = pipe.Process(ctx, cmd)
+	}
+	_, err := pipe.Exec(ctx)
+	if err == nil || err == redis.Nil {
+		return nil
+	}
+	// A failure before any reply that is a server error (a refused AUTH while
+	// setting up the connection) is not set on the commands by go-redis.
+	for _, cmd := range rt.cmds {
+		if cmd.Err() != nil {
+			return err
+		}
+	}
+	for _, cmd := range rt.cmds {
 		cmd.SetErr(err)
 	}
 	return err
 }
 
-// record adds a sent command's span to its caller's trace when that is
-// sampled, on the caller's goroutine (the metrics are the round trip's, see
-// send).
-func (c *coalescer) record(g *generation, i int) {
-	if c.m.tel != nil {
-		it := &g.items[i]
-		c.m.tel.CoalescedSpan(it.ctx, it.cmd, it.at, g.sent, g.answered, g.live)
+// answered reports whether a command's outcome is its reply: success, a nil
+// reply, or a server error other than a refusal that go-redis retries (the
+// server did not run the command).
+func answered(err error) bool {
+	return err == nil || err == redis.Nil || (isServerError(err) && !retryableRefusal(err))
+}
+
+// retryable reports whether a command that failed with err and has no reply
+// may be sent again. Never a command that must not be sent twice (a batch
+// chunk: its batch sends it again, only when nothing was written). Always
+// when nothing was written: the connection could not be had or set up, or
+// the server replied that it did not run the command (LOADING, READONLY,
+// ...). A command written without a reply coming back may have been applied
+// by Redis: alone in its round trip, it goes again where go-redis would
+// send a single command again (network errors, timeouts); sharing a round
+// trip it does not, because the replies lost with the connection may be
+// those of commands Redis had already run (a server that closes a connection
+// on a bad command answers the commands before it, and a connection cut
+// while the round trip was written loses all their replies).
+func retryable(cmd redis.Cmder, err error, alone bool) bool {
+	switch {
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, ErrClosed), errors.Is(err, redis.ErrClosed):
+		return false
+	case cmd.NoRetry():
+		return false
+	case notConnected(err), errors.Is(err, redis.ErrPoolTimeout), retryableRefusal(err):
+		return true
+	case !alone:
+		return false
+	}
+	var ne net.Error
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		(errors.As(err, &ne) && ne.Timeout())
+}
+
+// retryableRefusal: server replies that say the command was not run, which
+// go-redis retries (LOADING, READONLY, MASTERDOWN, CLUSTERDOWN, TRYAGAIN,
+// NOREPLICAS, max number of clients).
+func retryableRefusal(err error) bool {
+	if !isServerError(err) {
+		return false
+	}
+	s := err.Error()
+	for _, p := range []string{"LOADING ", "READONLY ", "MASTERDOWN ", "CLUSTERDOWN ", "TRYAGAIN ", "NOREPLICAS ", "ERR max number of clients reached"} {
+		if strings.HasPrefix(s, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// sleepBackoff waits before retry attempt+1 (8 ms doubling to 512 ms, as
+// go-redis's defaults, with jitter so refused callers do not return in
+// step); false if ctx ended.
+func sleepBackoff(ctx context.Context, attempt int) bool {
+	d := min(retryBackoffMin<<attempt, retryBackoffMax)
+	d = d/2 + rand.N(d/2+1)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
-// queueLen is how many callers wait for their command to be sent.
-func (c *coalescer) queueLen() (queued, flushersWaiting int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.queued, c.waiting
-}
-
-// takeLocked removes and returns the oldest generation, or nil.
-func (c *coalescer) takeLocked() *generation {
-	var g *generation
-	if len(c.full) > 0 {
-		g = c.full[0]
-		c.full[0] = nil
-		c.full = c.full[1:]
-	} else {
-		g, c.cur = c.cur, nil
-	}
-	if g != nil {
-		g.taken = true
-		c.queued -= g.live
-		c.sizeHint = len(g.items)
-	}
-	return g
-}
-
-func (c *coalescer) flusher() {
-	defer c.wg.Done()
-	held := context.WithValue(c.ctx, heldKey{}, &permit{l: c.m.limiter})
-	var buf []redis.Cmder // the commands of a round trip, for its telemetry
-	for {
-		c.mu.Lock()
-		for c.queued == 0 && !c.closed {
-			c.ready.Wait()
-		}
-		if c.closed {
-			c.mu.Unlock()
-			return
-		}
-		c.waiting++
-		c.mu.Unlock()
-
-		// The permit first, then the batch: until a permit is held, queued
-		// commands stay cancellable by their callers.
-		_, err := c.m.limiter.acquire(c.ctx)
-		c.mu.Lock()
-		c.waiting--
-		if err != nil { // closed
-			c.mu.Unlock()
-			// Not a caller's rejection: the queued commands are counted by close.
-			c.m.limiter.rejectedClosed.Add(-1)
-			return
-		}
-		// Acquired counts operations: send counts each command of the batch.
-		c.m.limiter.acquired.Add(-1)
-		g := c.takeLocked()
-		c.mu.Unlock()
-		if g == nil || g.live == 0 { // taken by the other flusher, or every caller gave up
-			c.m.limiter.release()
-			if g != nil {
-				close(g.done)
-			}
-			continue
-		}
-		c.send(held, g, &buf) // releases the permit
-	}
-}
-
-// send runs one generation as a pipeline, releases the flusher's permit, and
-// completes the commands: a caller whose command returned holds nothing.
-func (c *coalescer) send(ctx context.Context, g *generation, buf *[]redis.Cmder) {
-	g.sent = time.Now()
-	if c.m.tel != nil {
-		ctx = c.m.tel.SkipOperationRecord(ctx)
-	}
-	// The pipeline's reads end at the latest deadline of its commands, so a
-	// stalled server cannot hold a caller much past its own deadline; with
-	// one command without deadline, the socket timeout bounds them.
-	var latest time.Time
-	for i := range g.items {
-		it := &g.items[i]
-		if it.cancelled {
-			continue
-		}
-		dl, ok := it.ctx.Deadline()
-		if !ok {
-			latest = time.Time{}
-			break
-		}
-		if dl.After(latest) {
-			latest = dl
-		}
-	}
-	if !latest.IsZero() {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, latest)
-		defer cancel()
-	}
-	err := c.exec(ctx, g)
-	if err != nil {
-		// A failure before any reply (no connection, a refused AUTH) is not
-		// set on the commands by go-redis when it is a server error; do it.
-		answered := false
-		for i := range g.items {
-			if it := &g.items[i]; !it.cancelled && it.cmd.Err() != nil {
-				answered = true
-				break
-			}
-		}
-		if !answered {
-			for i := range g.items {
-				if it := &g.items[i]; !it.cancelled {
-					it.cmd.SetErr(err)
-				}
-			}
-		}
-	}
-	g.answered = time.Now()
-	c.m.limiter.release()
-	c.m.limiter.acquired.Add(int64(g.live))
-	if c.m.tel != nil {
-		c.recordRoundTrip(g, err, buf)
-	}
-	close(g.done)
-}
-
-// exec sends the generation as one pipeline. go-redis retries a pipeline
-// unless it holds a command that must not be sent twice (a batch chunk); for
-// those, exec itself sends again, like go-redis and BatchRPush without
-// coalescing, when the pipeline could not get a connection: nothing was sent.
-func (c *coalescer) exec(ctx context.Context, g *generation) error {
-	for attempt := 0; ; attempt++ {
-		pipe := c.m.client.Pipeline()
-		for i := range g.items {
-			if it := &g.items[i]; !it.cancelled {
-				_ = pipe.Process(it.ctx, it.cmd)
-			}
-		}
-		_, err := pipe.Exec(ctx)
-		if err == nil || !g.noRetry || attempt == chunkRetries || !notConnected(err) {
-			return err
-		}
-		if !sleepBackoff(ctx, attempt) {
-			return err
-		}
-	}
-}
-
-// recordRoundTrip records the generation's metrics, once for the round trip
-// (telemetry.RecordCoalesced), before its callers return.
-func (c *coalescer) recordRoundTrip(g *generation, err error, buf *[]redis.Cmder) {
-	cmds := (*buf)[:0]
-	defer func() { clear(cmds); *buf = cmds[:0] }()
-	var oldest time.Time
-	var ctx context.Context
-	sampled := false
-	for i := range g.items {
-		it := &g.items[i]
-		if it.cancelled {
-			continue
-		}
-		if ctx == nil {
-			ctx, oldest = it.ctx, it.at
-			sampled = trace.SpanContextFromContext(ctx).IsSampled()
-		} else if !sampled && trace.SpanContextFromContext(it.ctx).IsSampled() {
-			ctx, sampled = it.ctx, true // an exemplar that leads to a trace with one of the commands
-		}
-		cmds = append(cmds, it.cmd)
-	}
-	c.m.tel.RecordCoalesced(ctx, cmds, oldest, g.sent, g.answered, err)
-}
+// Retries mirror go-redis's defaults for single commands (MaxRetries 3,
+// backoff from 8 ms to 512 ms).
+const (
+	defaultMaxRetries = 3
+	retryBackoffMin   = 8 * time.Millisecond
+	retryBackoffMax   = 512 * time.Millisecond
+)
 
 // close stops the flushers and fails every queued command with ErrClosed.
 func (c *coalescer) close() {
 	c.mu.Lock()
 	c.closed = true
-	gens := c.full
-	if c.cur != nil {
-		gens = append(gens, c.cur)
-	}
-	c.full, c.cur = nil, nil
+	gens := c.open
+	c.open = nil
 	queued := c.queued
 	c.queued = 0
 	for _, g := range gens {
@@ -373,13 +474,32 @@ func (c *coalescer) close() {
 	}
 	c.ready.Broadcast()
 	c.mu.Unlock()
-	c.cancel()
-	c.m.limiter.rejectedClosed.Add(int64(queued))
+	c.rejectedClose.Add(int64(queued))
 	for _, g := range gens {
 		g.failed = ErrClosed
 		close(g.done)
 	}
 	c.wg.Wait()
+}
+
+// coalescerCounts is what ConnectionInfo and the metrics read.
+type coalescerCounts struct {
+	queued                         int64
+	rejectedContext, rejectedClose int64
+	refusedContext, refusedClose   int64
+	roundTrips, commands           int64
+}
+
+func (c *coalescer) counts() coalescerCounts {
+	c.mu.Lock()
+	queued := int64(c.queued)
+	c.mu.Unlock()
+	return coalescerCounts{
+		queued:          queued,
+		rejectedContext: c.rejectedContext.Load(), rejectedClose: c.rejectedClose.Load(),
+		refusedContext: c.refusedContext.Load(), refusedClose: c.refusedClose.Load(),
+		roundTrips: c.roundTrips.Load(), commands: c.commands.Load(),
+	}
 }
 
 // coalescable: safe to share a pipeline with other callers' commands.

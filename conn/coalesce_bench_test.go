@@ -21,15 +21,12 @@ func BenchmarkCoalescing(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer srv.Stop()
-	saved := coalesceFlushers
-	defer func() { coalesceFlushers = saved }()
 	for _, callers := range []int{100, 5000} {
 		for _, flushers := range []int{1, 2, 4, 8} {
 			b.Run(fmt.Sprintf("callers=%d/flushers=%d", callers, flushers), func(b *testing.B) {
-				coalesceFlushers = flushers
 				cfg := DefaultConfig(RoleWorker)
 				cfg.Host, cfg.Port = "127.0.0.1", srv.Port()
-				w, err := NewWorker(context.Background(), cfg, WithTelemetry(false))
+				w, err := NewWorker(context.Background(), cfg, WithTelemetry(false), withFlushers(flushers))
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -133,7 +133,10 @@ func TestConnCommandsAreNotCoalesced(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	w := newWorker(t, config(conn.RoleWorker, srv))
 	ctx := ctxTimeout(t, 10*time.Second)
-	c := w.UniversalClient.(*redis.Client).Conn()
+	c, err := w.Conn()
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer c.Close()
 	if err := c.Select(ctx, 2).Err(); err != nil {
 		t.Fatal(err)

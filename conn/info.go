@@ -71,14 +71,55 @@ type NodeInfo struct {
 	Error string `json:"error,omitempty"`
 }
 
-// limiterInfo is the limiter's state as callers see it: commands queued for
-// coalescing wait too, the flushers waiting on their behalf do not count.
+// LimiterInfo is the Worker's limiter in ConnectionInfo. A permit is one
+// operation, that is one round trip to Redis: a command, a pipeline or
+// transaction, a batch chunk, or a coalesced round trip that carries many
+// callers' commands. Callers are the goroutines that wait for a command.
+type LimiterInfo struct {
+	// Limit is the most round trips that run at once (REDIS_WORKER_MAX_CONCURRENT_OPS).
+	Limit int64 `json:"limit"`
+	// InFlight is how many round trips hold a permit now.
+	InFlight int64 `json:"in_flight"`
+	// Waiting is how many callers wait for their command to be sent: for a
+	// permit, or queued for a coalesced round trip. A round trip waiting for
+	// its permit counts once.
+	Waiting int64 `json:"waiting"`
+	// Rejected counts callers that gave up before their command was sent:
+	// their context ended while they waited, or the manager was closed.
+	Rejected int64 `json:"rejected"`
+	// RejectedContext and RejectedClosed split Rejected by reason.
+	RejectedContext int64 `json:"rejected_context"`
+	RejectedClosed  int64 `json:"rejected_closed"`
+	// Acquired counts permits granted (round trips); Waited, those of them
+	// that had to queue for their permit first.
+	Acquired int64 `json:"acquired"`
+	Waited   int64 `json:"waited"`
+	// Queued is how many callers' commands wait in the coalescing queue now
+	// (part of Waiting); CoalescedRoundTrips and CoalescedCommands count the
+	// round trips the coalescer sent and the commands they carried.
+	Queued              int64 `json:"queued"`
+	CoalescedRoundTrips int64 `json:"coalesced_round_trips"`
+	CoalescedCommands   int64 `json:"coalesced_commands"`
+}
+
+// limiterInfo adds up the limiter's counts and the coalescer's.
 func (m *manager) limiterInfo() LimiterInfo {
-	li := m.limiter.info()
-	if m.coalescer != nil {
-		q, flushers := m.coalescer.queueLen()
-		li.Waiting = max(li.Waiting-int64(flushers), 0) + int64(q)
+	l := m.limiter.counts()
+	li := LimiterInfo{
+		Limit: l.limit, InFlight: l.inFlight, Waiting: l.waiting,
+		RejectedContext: l.rejectedContext, RejectedClosed: l.rejectedClose,
+		Acquired: l.acquired, Waited: l.waited,
 	}
+	if m.coalescer != nil {
+		c := m.coalescer.counts()
+		li.Queued = c.queued
+		li.Waiting += c.queued
+		// A round trip refused a permit counts its callers, not itself.
+		li.RejectedContext += c.rejectedContext - c.refusedContext
+		li.RejectedClosed += c.rejectedClose - c.refusedClose
+		li.CoalescedRoundTrips, li.CoalescedCommands = c.roundTrips, c.commands
+	}
+	li.Rejected = li.RejectedContext + li.RejectedClosed
 	return li
 }
 
@@ -104,13 +145,9 @@ func (m *manager) info(ctx context.Context) (ConnectionInfo, error) {
 	if m.closed.Load() {
 		return ci, ErrClosed
 	}
-	ctx = withoutLimiter(ctx, m.limiter)
-
 	if !m.cluster {
-		c := m.client.(*redis.Client)
-		stats := c.PoolStats()
-		m.fillPools(&ci, stats, 1)
-		srv, err := serverInfo(ctx, c)
+		m.fillPools(&ci, m.client.PoolStats(), 1)
+		srv, err := serverInfo(ctx, m.diagnostics())
 		ci.Server = srv
 		if err != nil {
 			return ci, fmt.Errorf("redisconn: reading INFO from %s: %w", m.target(), err)
@@ -167,6 +204,23 @@ func (m *manager) info(ctx context.Context) (ConnectionInfo, error) {
 func (m *manager) fillPools(ci *ConnectionInfo, s *redis.PoolStats, nodes int) {
 	ci.Pool = poolInfo(s, m.cfg.PoolSize*nodes)
 	ci.PubSub = PubSubInfo{Active: s.PubSubStats.Active, Created: s.PubSubStats.Created}
+	if m.held != nil {
+		// The Worker's held share (held.go) is part of its pool.
+		h := m.held.PoolStats()
+		p := &ci.Pool
+		p.MaxConns = m.client.(*redis.Client).Options().PoolSize + m.held.Options().PoolSize
+		p.TotalConns += h.TotalConns
+		p.IdleConns += h.IdleConns
+		p.StaleConns += h.StaleConns
+		p.Hits += h.Hits
+		p.Misses += h.Misses
+		p.Timeouts += h.Timeouts
+		p.WaitCount += h.WaitCount
+		p.WaitDurationNs += h.WaitDurationNs
+		p.PendingRequests += h.PendingRequests
+		ci.PubSub.Active += h.PubSubStats.Active
+		ci.PubSub.Created += h.PubSubStats.Created
+	}
 }
 
 func serverInfo(ctx context.Context, c *redis.Client) (ServerInfo, error) {

@@ -4,24 +4,31 @@ import (
 	"container/list"
 	"context"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
-// limiter bounds how many operations run at once. It is a counting semaphore
-// of weight one per operation, like golang.org/x/sync/semaphore, with the
-// guarantees the worker relies on:
+// limiter is a FIFO counting semaphore of permits, one per operation (a
+// round trip to Redis), in the manner of golang.org/x/sync/semaphore. It is
+// what bounds the Worker's operations in flight, so that they never ask the
+// pool for more connections than it has.
 //
-//   - FIFO: waiters are served in the order they arrived; a newcomer never
-//     overtakes a waiter, even when a permit is free at the moment it arrives.
-//   - Context-aware: a caller whose context ends while waiting gets the
-//     context's error and holds no permit. If a permit was handed to it in the
-//     same instant, the permit is passed on to the next waiter, not lost.
-//   - Release once: every successful acquire is matched by exactly one
-//     release. The hooks pair them with defer, so a failing or panicking
-//     operation releases its permit too.
-//   - Close: waiters and later callers get ErrClosed; permits already held stay
-//     valid until released.
+// Its whole contract:
+//
+//   - Acquire takes one permit. Waiters are served in the order they called
+//     Acquire; a caller never overtakes a waiter, even when a permit is free
+//     at the moment it arrives.
+//   - A caller whose context has ended before Acquire is called, or ends
+//     while it waits, gets ctx.Err() (the context's own error, unwrapped) and
+//     holds no permit. If a permit was handed to it in the same instant, the
+//     permit goes to the next waiter; it is never lost.
+//   - After Close, waiters and later callers get ErrClosed. Permits already
+//     held stay valid until released.
+//   - Every successful Acquire must be matched by exactly one Release.
+//     Release without a held permit is a bug in the caller and panics, as in
+//     x/sync/semaphore: a silent underflow would let the limiter run more
+//     operations than its limit.
+//
+// The limiter owns its counters; nothing outside this file writes them.
 type limiter struct {
 	limit int64
 
@@ -30,11 +37,10 @@ type limiter struct {
 	waiters  list.List // of *waiter, oldest first
 	closed   bool
 
-	// Counters, read without the lock by ConnectionInfo and metrics.
-	rejectedCtx    atomic.Int64
-	rejectedClosed atomic.Int64
-	acquired       atomic.Int64
-	waited         atomic.Int64
+	// Counters (under mu): permits granted, of which after a wait, and
+	// Acquire calls refused by reason.
+	acquired, waited               int64
+	rejectedContext, rejectedClose int64
 }
 
 type waiter struct {
@@ -48,75 +54,73 @@ func newLimiter(limit int) *limiter {
 	return &limiter{limit: int64(limit)}
 }
 
-// acquire waits for a permit in FIFO order. It returns nil once the caller
-// holds one, ctx's error if ctx ended first (no permit held), or ErrClosed,
-// and how long the caller waited (0 when a permit was free).
-func (l *limiter) acquire(ctx context.Context) (time.Duration, error) {
+// Acquire waits for a permit in FIFO order. It returns how long the caller
+// waited (0 when a permit was free) and nil once the caller holds a permit;
+// ctx.Err() if ctx ended first; ErrClosed after Close. Only a nil error
+// means a permit is held.
+func (l *limiter) Acquire(ctx context.Context) (time.Duration, error) {
 	l.mu.Lock()
-	if l.closed {
+	switch {
+	case l.closed:
+		l.rejectedClose++
 		l.mu.Unlock()
-		l.rejectedClosed.Add(1)
 		return 0, ErrClosed
-	}
-	if l.inFlight < l.limit && l.waiters.Len() == 0 {
+	case ctx.Err() != nil:
+		l.rejectedContext++
+		l.mu.Unlock()
+		return 0, ctx.Err()
+	case l.inFlight < l.limit && l.waiters.Len() == 0:
 		l.inFlight++
+		l.acquired++
 		l.mu.Unlock()
-		l.acquired.Add(1)
 		return 0, nil
-	}
-	if err := ctx.Err(); err != nil {
-		l.mu.Unlock()
-		l.rejectedCtx.Add(1)
-		return 0, err
 	}
 	w := &waiter{ready: make(chan struct{})}
 	elem := l.waiters.PushBack(w)
 	l.mu.Unlock()
-	l.waited.Add(1)
 	start := time.Now()
 
 	select {
 	case <-w.ready:
 		l.mu.Lock()
-		granted := w.granted
-		l.mu.Unlock()
-		if !granted {
-			l.rejectedClosed.Add(1)
+		defer l.mu.Unlock()
+		if !w.granted {
+			l.rejectedClose++
 			return 0, ErrClosed
 		}
-		l.acquired.Add(1)
+		l.acquired++
+		l.waited++
 		return time.Since(start), nil
 	case <-ctx.Done():
 		l.mu.Lock()
+		defer l.mu.Unlock()
 		if w.granted {
-			// Granted in the same instant: give the permit to the next waiter.
+			// Granted in the same instant: hand the permit to the next waiter.
 			l.inFlight--
-			l.grantLocked()
-		} else {
+		} else if !l.closed {
 			l.waiters.Remove(elem)
-			// Leaving may let the waiters behind us go first if permits are free
-			// (only possible when we were at the front).
-			l.grantLocked()
 		}
-		closed := l.closed && !w.granted
-		l.mu.Unlock()
-		if closed {
-			l.rejectedClosed.Add(1)
+		// Leaving the front may let the waiters behind go when permits are free.
+		l.grantLocked()
+		if l.closed && !w.granted {
+			l.rejectedClose++
 			return 0, ErrClosed
 		}
-		l.rejectedCtx.Add(1)
+		l.rejectedContext++
 		return 0, ctx.Err()
 	}
 }
 
-// release frees one permit and hands it to the oldest waiter.
-func (l *limiter) release() {
+// Release returns one permit, which goes to the oldest waiter. It panics if
+// no permit is held.
+func (l *limiter) Release() {
 	l.mu.Lock()
-	if l.inFlight > 0 { // never below zero, even if a caller broke the pairing
-		l.inFlight--
+	defer l.mu.Unlock()
+	if l.inFlight <= 0 {
+		panic("redisconn: limiter: Release without a held permit")
 	}
+	l.inFlight--
 	l.grantLocked()
-	l.mu.Unlock()
 }
 
 // grantLocked hands free permits to waiters in order.
@@ -133,8 +137,8 @@ func (l *limiter) grantLocked() {
 	}
 }
 
-// close makes waiters and later callers fail with ErrClosed.
-func (l *limiter) close() {
+// Close makes waiters and later callers fail with ErrClosed. It is idempotent.
+func (l *limiter) Close() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
@@ -146,33 +150,19 @@ func (l *limiter) close() {
 	}
 }
 
-// LimiterInfo is the limiter's state in ConnectionInfo.
-type LimiterInfo struct {
-	// Limit is the most operations that run at once.
-	Limit int64 `json:"limit"`
-	// InFlight is how many operations hold a permit now.
-	InFlight int64 `json:"in_flight"`
-	// Waiting is how many callers wait for a permit now.
-	Waiting int64 `json:"waiting"`
-	// Rejected counts acquisitions that failed: the caller's context ended
-	// while waiting, or the manager was closed.
-	Rejected int64 `json:"rejected"`
-	// RejectedContext and RejectedClosed split Rejected by reason.
-	RejectedContext int64 `json:"rejected_context"`
-	RejectedClosed  int64 `json:"rejected_closed"`
-	// Acquired counts granted permits; Waited, those that had to queue first.
-	Acquired int64 `json:"acquired"`
-	Waited   int64 `json:"waited"`
+// limiterCounts is a consistent snapshot of the limiter.
+type limiterCounts struct {
+	limit, inFlight, waiting       int64
+	acquired, waited               int64
+	rejectedContext, rejectedClose int64
 }
 
-func (l *limiter) info() LimiterInfo {
+func (l *limiter) counts() limiterCounts {
 	l.mu.Lock()
-	inFlight, waiting := l.inFlight, int64(l.waiters.Len())
-	l.mu.Unlock()
-	rc, rcl := l.rejectedCtx.Load(), l.rejectedClosed.Load()
-	return LimiterInfo{
-		Limit: l.limit, InFlight: inFlight, Waiting: waiting,
-		Rejected: rc + rcl, RejectedContext: rc, RejectedClosed: rcl,
-		Acquired: l.acquired.Load(), Waited: l.waited.Load(),
+	defer l.mu.Unlock()
+	return limiterCounts{
+		limit: l.limit, inFlight: l.inFlight, waiting: int64(l.waiters.Len()),
+		acquired: l.acquired, waited: l.waited,
+		rejectedContext: l.rejectedContext, rejectedClose: l.rejectedClose,
 	}
 }

@@ -42,12 +42,12 @@ func TestLimiterServesWaitersInArrivalOrder(t *testing.T) {
 			mu.Lock()
 			order = append(order, i)
 			mu.Unlock()
-			l.release()
+			l.Release()
 		}()
 		// Let waiter i queue before waiter i+1 arrives.
 		waitUntil(t, "waiter queued", func() bool { return l.info().Waiting == int64(i+1) })
 	}
-	l.release()
+	l.Release()
 	wg.Wait()
 	for i, got := range order {
 		if got != i {
@@ -67,7 +67,7 @@ func TestLimiterNewcomerDoesNotOvertakeWaiters(t *testing.T) {
 	waitUntil(t, "waiter queued", func() bool { return l.info().Waiting == 1 })
 	// The moment the permit frees, it belongs to the waiter; a newcomer with an
 	// expired context must not get it.
-	l.release()
+	l.Release()
 	<-granted
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -101,8 +101,8 @@ func TestLimiterCancelledWaiterHoldsNoPermit(t *testing.T) {
 	if got.InFlight != 2 || got.Waiting != 0 || got.RejectedContext != n || got.Rejected != n {
 		t.Fatalf("after cancelled waiters: %+v", got)
 	}
-	l.release()
-	l.release()
+	l.Release()
+	l.Release()
 	if got := l.info(); got.InFlight != 0 {
 		t.Fatalf("in_flight %d after releasing all", got.InFlight)
 	}
@@ -124,7 +124,7 @@ func TestLimiterCancellationRacingAGrantLosesNoPermit(t *testing.T) {
 			defer cancel()
 			if l.take(ctx) == nil {
 				time.Sleep(time.Duration(i%7) * time.Microsecond)
-				l.release()
+				l.Release()
 			}
 		}()
 	}
@@ -169,7 +169,7 @@ func TestLimiterNeverExceedsItsLimit(t *testing.T) {
 			mu.Lock()
 			cur--
 			mu.Unlock()
-			l.release()
+			l.Release()
 		}()
 	}
 	wg.Wait()
@@ -189,8 +189,8 @@ func TestLimiterCloseFailsWaitersAndNewcomers(t *testing.T) {
 		go func() { errs <- l.take(context.Background()) }()
 	}
 	waitUntil(t, "10 waiters", func() bool { return l.info().Waiting == 10 })
-	l.close()
-	l.close() // idempotent
+	l.Close()
+	l.Close() // idempotent
 	for i := 0; i < 10; i++ {
 		if err := <-errs; !errors.Is(err, ErrClosed) {
 			t.Fatalf("waiter got %v, want ErrClosed", err)
@@ -199,7 +199,7 @@ func TestLimiterCloseFailsWaitersAndNewcomers(t *testing.T) {
 	if err := l.take(context.Background()); !errors.Is(err, ErrClosed) {
 		t.Fatalf("newcomer got %v, want ErrClosed", err)
 	}
-	l.release() // the permit held across Close is still released cleanly
+	l.Release() // the permit held across Close is still released cleanly
 	got := l.info()
 	if got.InFlight != 0 || got.Waiting != 0 || got.RejectedClosed != 11 {
 		t.Fatalf("got %+v", got)
@@ -208,21 +208,62 @@ func TestLimiterCloseFailsWaitersAndNewcomers(t *testing.T) {
 
 // take is acquire without the wait time.
 func (l *limiter) take(ctx context.Context) error {
-	_, err := l.acquire(ctx)
+	_, err := l.Acquire(ctx)
 	return err
 }
 
 func TestLimiterReportsTheWait(t *testing.T) {
 	l := newLimiter(1)
-	if waited, err := l.acquire(context.Background()); err != nil || waited != 0 {
+	if waited, err := l.Acquire(context.Background()); err != nil || waited != 0 {
 		t.Fatalf("free permit: waited %v, %v", waited, err)
 	}
 	go func() {
 		time.Sleep(20 * time.Millisecond)
-		l.release()
+		l.Release()
 	}()
-	waited, err := l.acquire(context.Background())
+	waited, err := l.Acquire(context.Background())
 	if err != nil || waited < 15*time.Millisecond {
 		t.Fatalf("waited %v, %v; want about 20ms", waited, err)
 	}
+}
+
+// info is the limiter's counts in ConnectionInfo's shape.
+func (l *limiter) info() LimiterInfo {
+	c := l.counts()
+	return LimiterInfo{
+		Limit: c.limit, InFlight: c.inFlight, Waiting: c.waiting,
+		Rejected: c.rejectedContext + c.rejectedClose, RejectedContext: c.rejectedContext, RejectedClosed: c.rejectedClose,
+		Acquired: c.acquired, Waited: c.waited,
+	}
+}
+
+// go-redis returns the context's error, before anything else, for a context
+// that has already ended; so does the limiter, even with a permit free.
+func TestLimiterRefusesAnEndedContextEvenWithAFreePermit(t *testing.T) {
+	l := newLimiter(1)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := l.Acquire(ctx); err != context.Canceled {
+		t.Fatalf("got %v (%T), want context.Canceled itself", err, err)
+	}
+	if got := l.info(); got.InFlight != 0 || got.RejectedContext != 1 {
+		t.Fatalf("got %+v", got)
+	}
+}
+
+// Releasing a permit that is not held is a bug in the caller: it panics
+// instead of letting the limiter run more operations than its limit.
+func TestLimiterReleaseWithoutAPermitPanics(t *testing.T) {
+	l := newLimiter(2)
+	_ = l.take(context.Background())
+	l.Release()
+	defer func() {
+		if recover() == nil {
+			t.Fatal("a second Release did not panic")
+		}
+		if got := l.info(); got.InFlight != 0 {
+			t.Fatalf("in_flight %d after the bad Release", got.InFlight)
+		}
+	}()
+	l.Release()
 }

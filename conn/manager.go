@@ -35,6 +35,9 @@ type options struct {
 	noCoalescing   bool
 	dbStatement    bool
 	poolName       string
+	// flushers is how many coalesced round trips may be in flight at once
+	// (coalesceFlushers; a benchmark varies it).
+	flushers int
 }
 
 // WithMeterProvider sets where the manager's metrics go. Default:
@@ -74,6 +77,12 @@ func WithTelemetry(on bool) Option {
 	return func(o *options) { o.telemetryOff = !on }
 }
 
+// withFlushers sets how many coalesced round trips may be in flight at once;
+// for BenchmarkCoalescing, which measures the choice of coalesceFlushers.
+func withFlushers(n int) Option {
+	return func(o *options) { o.flushers = n }
+}
+
 func newOptions(opts []Option) options {
 	var o options
 	for _, opt := range opts {
@@ -87,24 +96,28 @@ func newOptions(opts []Option) options {
 	if o.tracerProvider == nil {
 		o.tracerProvider = otel.GetTracerProvider()
 	}
+	if o.flushers <= 0 {
+		o.flushers = coalesceFlushers
+	}
 	return o
 }
 
 // manager is what API and Worker share: the go-redis client, its hooks, the
-// optional limiter, and Close.
+// optional limiter and coalescer, and Close.
 type manager struct {
-	cfg     Config
-	opts    options
-	client  redis.UniversalClient
+	cfg    Config
+	opts   options
+	client redis.UniversalClient
+	// held serves what holds a connection between commands (Watch, Conn)
+	// and diagnostics, from the share of the pool that the limiter does not
+	// govern (see held.go). Nil for the API and in cluster mode.
+	held    *redis.Client
 	limiter *limiter // nil for the API
 	cluster bool
 	tel     *telemetry.Instruments // nil when telemetry is off
 	server  serverCache
 	// coalescer is nil for the API and with WithCoalescing(false).
 	coalescer *coalescer
-	// building is true while newManager adds its hooks: the chains built
-	// then are the manager's own (see limiterHook).
-	building atomic.Bool
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -123,37 +136,46 @@ func newManager(ctx context.Context, role Role, cfg Config, opts []Option) (*man
 		return nil, err
 	}
 	m := &manager{cfg: cfg, opts: newOptions(opts), cluster: len(cfg.ClusterAddrs) > 0}
-	client, err := m.newClient()
+	if !m.opts.telemetryOff {
+		tel, err := m.instruments()
+		if err != nil {
+			return nil, fmt.Errorf("redisconn: telemetry: %w", err)
+		}
+		m.tel = tel
+	}
+	limited := cfg.PoolSize
+	if role == RoleWorker && !m.cluster {
+		// The limiter bounds operations, so they need no more connections than
+		// it has permits; the rest of the pool is held.go's.
+		limited = cfg.MaxConcurrentOps
+	}
+	client, err := m.newClient(limited)
 	if err != nil {
 		return nil, err
 	}
 	m.client = client
-	// Hook order, outermost first: closed check, then the limiter, so an
-	// operation on a closed manager never waits, and everything inside the
-	// limiter (telemetry, go-redis's own work) runs with a permit held.
-	m.building.Store(true)
-	client.AddHook(handshakeHook{})
-	client.AddHook(closedHook{closed: &m.closed})
-	if cc, ok := client.(*redis.ClusterClient); ok {
-		// Node clients set up their connections through their own hooks.
-		cc.OnNewNode(func(node *redis.Client) { node.AddHook(handshakeHook{}) })
-		client.AddHook(clusterReloadHook{cc: cc, last: new(atomic.Int64)})
-	}
 	if role == RoleWorker {
 		m.limiter = newLimiter(cfg.MaxConcurrentOps)
 		if !m.opts.noCoalescing {
-			m.coalescer = newCoalescer(m)
+			m.coalescer = newCoalescer(client, min(m.opts.flushers, cfg.MaxConcurrentOps), defaultMaxRetries)
 		}
-		client.AddHook(limiterHook{m: m})
+		if !m.cluster {
+			held, err := m.newClient(heldPoolSize(cfg))
+			if err != nil {
+				_ = m.close()
+				return nil, err
+			}
+			m.held = held.(*redis.Client)
+			m.addHooks(m.held, false)
+		}
 	}
-	if !m.opts.telemetryOff {
-		if err := m.instrument(); err != nil {
-			m.building.Store(false)
+	m.addHooks(client, true)
+	if m.tel != nil {
+		if err := m.observe(); err != nil {
 			_ = m.close()
 			return nil, fmt.Errorf("redisconn: telemetry: %w", err)
 		}
 	}
-	m.building.Store(false)
 	if err := m.ping(ctx); err != nil {
 		_ = m.close()
 		return nil, err
@@ -168,8 +190,9 @@ func roleTitle(r Role) string {
 	return "API"
 }
 
-// newClient builds the go-redis client of the Config.
-func (m *manager) newClient() (redis.UniversalClient, error) {
+// newClient builds a go-redis client of the Config with a pool of poolSize
+// connections (per node in a cluster).
+func (m *manager) newClient(poolSize int) (redis.UniversalClient, error) {
 	c := m.cfg
 	var base *redis.Options
 	if c.URL != "" {
@@ -191,7 +214,7 @@ func (m *manager) newClient() (redis.UniversalClient, error) {
 		return nil, err
 	}
 	base.TLSConfig = tlsConfig
-	base.PoolSize = c.PoolSize
+	base.PoolSize = poolSize
 	base.PoolTimeout = c.PoolTimeout
 	base.ReadTimeout = c.SocketTimeout
 	base.WriteTimeout = c.SocketTimeout
@@ -316,16 +339,22 @@ func (m *manager) close() error {
 		first = true
 		m.closed.Store(true)
 		if m.limiter != nil {
-			m.limiter.close()
+			m.limiter.Close()
 		}
 		if m.coalescer != nil {
 			m.coalescer.close()
 		}
-		var telErr error
+		var errs []error
 		if m.tel != nil {
-			telErr = m.tel.Close()
+			errs = append(errs, m.tel.Close())
 		}
-		m.closeErr = errors.Join(m.client.Close(), telErr)
+		if m.client != nil {
+			errs = append(errs, m.client.Close())
+		}
+		if m.held != nil {
+			errs = append(errs, m.held.Close())
+		}
+		m.closeErr = errors.Join(errs...)
 	})
 	if first {
 		return m.closeErr

@@ -12,32 +12,24 @@ import (
 	"github.com/redisconn/redisconn/telemetry"
 )
 
-// instrument creates the manager's instruments and adds the telemetry hooks
-// inside the closed and limiter hooks: spans and operation durations start
-// once the permit is held, and the wait is recorded on its own.
-func (m *manager) instrument() error {
-	tel, err := telemetry.New(telemetry.Config{
+// instruments creates the manager's instruments; addHooks puts their hooks
+// in the chain and observe registers the observable ones.
+func (m *manager) instruments() (*telemetry.Instruments, error) {
+	return telemetry.New(telemetry.Config{
 		Role:           string(m.cfg.Role),
 		PoolName:       m.poolName(),
 		MeterProvider:  m.opts.meterProvider,
 		TracerProvider: m.opts.tracerProvider,
 		DBStatement:    m.opts.dbStatement,
 	})
-	if err != nil {
-		return err
-	}
-	if err := tel.Instrument(m.client, m.limiterWait); err != nil {
-		return err
-	}
+}
+
+func (m *manager) observe() error {
 	src := telemetry.Source{Pool: m.poolStats, Server: m.cachedServerStats}
 	if m.limiter != nil {
 		src.Limiter = m.limiterStats
 	}
-	if err := tel.Observe(src); err != nil {
-		return err
-	}
-	m.tel = tel
-	return nil
+	return m.tel.Observe(src)
 }
 
 func (m *manager) poolName() string {
@@ -54,6 +46,7 @@ func (m *manager) poolName() string {
 	return net.JoinHostPort(m.cfg.Host, strconv.Itoa(m.cfg.Port)) + "/" + strconv.Itoa(m.cfg.DB)
 }
 
+// poolStats are the pool's numbers: the Worker's two shares added up.
 func (m *manager) poolStats() telemetry.PoolStats {
 	s := m.client.PoolStats()
 	nodes := 1
@@ -64,11 +57,23 @@ func (m *manager) poolStats() telemetry.PoolStats {
 			nodes = n
 		}
 	}
-	return telemetry.PoolStats{
+	p := telemetry.PoolStats{
 		Max:   int64(m.cfg.PoolSize * nodes),
 		Total: int64(s.TotalConns), Idle: int64(s.IdleConns), Pending: int64(s.PendingRequests),
 		Hits: int64(s.Hits), Misses: int64(s.Misses), Waits: int64(s.WaitCount), Timeouts: int64(s.Timeouts),
 	}
+	if m.held != nil {
+		h := m.held.PoolStats()
+		p.Max = int64(m.client.(*redis.Client).Options().PoolSize + m.held.Options().PoolSize)
+		p.Total += int64(h.TotalConns)
+		p.Idle += int64(h.IdleConns)
+		p.Pending += int64(h.PendingRequests)
+		p.Hits += int64(h.Hits)
+		p.Misses += int64(h.Misses)
+		p.Waits += int64(h.WaitCount)
+		p.Timeouts += int64(h.Timeouts)
+	}
+	return p
 }
 
 // clusterNodes counts the nodes the cluster client has connected to.
@@ -117,7 +122,7 @@ func (m *manager) cachedServerStats(ctx context.Context) (telemetry.ServerStats,
 	if m.closed.Load() {
 		return c.stats, c.ok
 	}
-	ctx, cancel := context.WithTimeout(withoutLimiter(ctx, m.limiter), serverInfoTimeout)
+	ctx, cancel := context.WithTimeout(ctx, serverInfoTimeout)
 	defer cancel()
 	var total telemetry.ServerStats
 	add := func(s ServerInfo) {
@@ -140,7 +145,7 @@ func (m *manager) cachedServerStats(ctx context.Context) (telemetry.ServerStats,
 		})
 	} else {
 		var s ServerInfo
-		s, err = serverInfo(ctx, m.client.(*redis.Client))
+		s, err = serverInfo(ctx, m.diagnostics())
 		add(s)
 	}
 	if err == nil {

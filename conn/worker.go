@@ -70,13 +70,37 @@ func (w *Worker) ConnectionInfo(ctx context.Context) (ConnectionInfo, error) { r
 // operation. Operations already running finish or fail on their own.
 func (w *Worker) Close() error { return w.m.close() }
 
-// AddHook adds a go-redis hook to the Worker's client, inside the Worker's own
-// closed and limiter hooks (and telemetry), so it runs once an operation holds
-// its permit. Add hooks before the Worker is used: a hook added while
-// commands run may miss some of them, as in go-redis.
+// AddHook adds a go-redis hook to the Worker, innermost: inside the Worker's
+// own hooks (closed check, coalescing, limiter, telemetry; see chain.go), so
+// it sees every operation as it goes to Redis, with its permit held. A
+// coalesced round trip reaches it as one pipeline (ProcessPipelineHook)
+// holding its callers' commands; other commands one by one (ProcessHook).
+// The hook is added to the held-connection share too (Watch, Conn). Add
+// hooks before the Worker is used: a hook added while commands run may miss
+// some of them, as in go-redis.
 func (w *Worker) AddHook(h redis.Hook) {
-	// The chain rebuilt here is the Worker's own: it keeps coalescing.
-	w.m.building.Store(true)
-	defer w.m.building.Store(false)
 	w.UniversalClient.AddHook(h)
+	if w.m.held != nil {
+		w.m.held.AddHook(h)
+	}
+}
+
+// PoolStats returns the pool's statistics: on a standalone Worker, both its
+// shares added up (see Watch).
+func (w *Worker) PoolStats() *redis.PoolStats {
+	s := *w.UniversalClient.PoolStats()
+	if w.m.held != nil {
+		h := w.m.held.PoolStats()
+		s.Hits += h.Hits
+		s.Misses += h.Misses
+		s.Timeouts += h.Timeouts
+		s.WaitCount += h.WaitCount
+		s.Unusable += h.Unusable
+		s.WaitDurationNs += h.WaitDurationNs
+		s.TotalConns += h.TotalConns
+		s.IdleConns += h.IdleConns
+		s.StaleConns += h.StaleConns
+		s.PendingRequests += h.PendingRequests
+	}
+	return &s
 }

@@ -33,12 +33,13 @@ type tracingHook struct {
 	tracer    trace.Tracer
 	attrs     []attribute.KeyValue
 	statement bool
+	ops       Operations
 }
 
 var clientSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}
 
-func newTracingHook(in *Instruments, addr string) *tracingHook {
-	return &tracingHook{tracer: in.tracer, attrs: spanAttrs(in, addr), statement: in.cfg.DBStatement}
+func newTracingHook(in *Instruments, addr string, ops Operations) *tracingHook {
+	return &tracingHook{tracer: in.tracer, attrs: spanAttrs(in, addr), statement: in.cfg.DBStatement, ops: ops}
 }
 
 // spanAttrs are the attributes of every CLIENT span to the server at addr.
@@ -63,6 +64,9 @@ func (h *tracingHook) start(ctx context.Context, name string) (context.Context, 
 	ctx, span := h.tracer.Start(ctx, name, clientSpan...)
 	if span.IsRecording() {
 		span.SetAttributes(h.attrs...)
+		if waited, ok := h.ops.LimiterWait(ctx); ok {
+			span.SetAttributes(AttrLimiterWaitTime.Float64(waited.Seconds()))
+		}
 	}
 	return ctx, span
 }
@@ -114,6 +118,12 @@ func (h *tracingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 
 func (h *tracingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if rt := h.ops.RoundTrip(ctx); rt != nil && len(rt.Callers) == len(cmds) {
+			sent := time.Now()
+			err := next(ctx, cmds)
+			h.roundTrip(rt, cmds, sent, time.Now())
+			return err
+		}
 		if unsampledParent(ctx) {
 			return next(ctx, cmds)
 		}
@@ -128,6 +138,30 @@ func (h *tracingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.
 		err := next(ctx, cmds)
 		end(span, err)
 		return err
+	}
+}
+
+// roundTrip gives each command of a coalesced round trip whose caller's
+// trace is sampled a CLIENT span in that trace, from sent to done (see
+// RoundTrip). Unsampled callers cost one context lookup each.
+func (h *tracingHook) roundTrip(rt *RoundTrip, cmds []redis.Cmder, sent, done time.Time) {
+	for i, cmd := range cmds {
+		c := rt.Callers[i]
+		if !trace.SpanContextFromContext(c.Ctx).IsSampled() || hasCredentials(cmd) {
+			continue
+		}
+		_, span := h.tracer.Start(c.Ctx, cmd.FullName(), trace.WithSpanKind(trace.SpanKindClient), trace.WithTimestamp(sent))
+		if span.IsRecording() {
+			span.SetAttributes(h.attrs...)
+			span.SetAttributes(
+				AttrLimiterWaitTime.Float64(sent.Sub(c.Queued).Seconds()),
+				attribute.Int("redisconn.pipeline.size", len(cmds)),
+			)
+			if h.statement {
+				span.SetAttributes(attribute.String("db.statement", rediscmd.CmdString(cmd)))
+			}
+		}
+		endAt(span, cmd.Err(), done)
 	}
 }
 

@@ -1,0 +1,153 @@
+package conn
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrMaxClients is the cause of a connection that the Redis server refused
+// because it already has maxclients clients. Operations that needed the new
+// connection fail with an error wrapping it (errors.Is), marked as a dial
+// failure: nothing was sent, and go-redis retries single commands as it
+// retries any dial failure (batch chunks are retried the same way).
+// Its error.type in metrics and spans is "max_clients".
+var ErrMaxClients error = maxClientsError{}
+
+type maxClientsError struct{}
+
+func (maxClientsError) Error() string {
+	return "redis server refused the connection: max number of clients reached (raise maxclients or lower the pools of the processes sharing it)"
+}
+
+// ErrorType is the error.type of telemetry.ErrorType.
+func (maxClientsError) ErrorType() string { return "max_clients" }
+
+// handshakeHook makes a connection that fails while go-redis sets it up a
+// dial failure, with the server's reason when it gave one.
+//
+// Redis answers a connection over maxclients with "-ERR max number of clients
+// reached" and closes it. go-redis then either reads that as the reply to
+// HELLO, takes it for a server without HELLO and hands the closed connection
+// out, or fails writing HELLO ("broken pipe") and returns that error. Either
+// way the command that needed the connection fails with an error that looks
+// like a command that may have been sent, and says nothing of maxclients.
+type handshakeHook struct{}
+
+func (handshakeHook) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := next(ctx, network, addr)
+		if tc, ok := c.(*net.TCPConn); ok {
+			return &farewellConn{TCPConn: tc}, err
+		}
+		return c, err
+	}
+}
+
+func (handshakeHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if err == nil || cmd.Name() != "hello" || (isServerError(err) && !redis.IsMaxClientsError(err)) {
+			return err
+		}
+		// A failed HELLO is the set-up of a new connection failing: nothing of
+		// the operation that needed it was sent. The error must not be a
+		// redis.Error (go-redis would fall back to RESP2 and use the
+		// connection). go-redis hands the operation this error unwrapped once,
+		// so the operation sees the dial failure (refused at maxclients) or
+		// go-redis's own error (a read timeout stays a read timeout); where it
+		// is not unwrapped, setupError is still a net.Error that unwraps to it.
+		cause := err
+		if redis.IsMaxClientsError(err) || errors.Is(err, ErrMaxClients) {
+			op := &net.OpError{Op: "dial", Net: "tcp", Err: ErrMaxClients}
+			var wop *net.OpError
+			if errors.As(err, &wop) {
+				op.Net, op.Addr = wop.Net, wop.Addr
+			}
+			cause = op
+		}
+		err = &setupError{err: cause}
+		cmd.SetErr(err)
+		return err
+	}
+}
+
+// setupError is a connection that failed while go-redis set it up: nothing
+// of the operation that needed it was written. It is a net.Error, timing out
+// when its cause did, and unwraps to the cause.
+type setupError struct{ err error }
+
+func (e *setupError) Error() string { return "redisconn: connection set-up: " + e.err.Error() }
+func (e *setupError) Unwrap() error { return e.err }
+
+// Timeout reports whether the set-up timed out.
+func (e *setupError) Timeout() bool {
+	var ne net.Error
+	return errors.As(e.err, &ne) && ne.Timeout()
+}
+
+// Temporary is part of net.Error: a failed set-up may succeed on a new connection.
+func (e *setupError) Temporary() bool { return true }
+
+func (handshakeHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// farewellConn is a TCP connection to Redis that remembers whether the first
+// thing the server sent was "-ERR max number of clients reached", and when a
+// later write fails because the server closed the connection, reports
+// ErrMaxClients instead of a broken pipe. (go-redis retries a HELLO answered
+// with that error on the same connection, so the error the command finally
+// gets is the retry's broken pipe.) Reads and writes go straight through.
+type farewellConn struct {
+	*net.TCPConn
+	// state: 0 nothing read yet, 1 read, 2 refused with maxclients.
+	state atomic.Int32
+}
+
+// NetConn returns the TCP connection, for go-redis's connection health check.
+func (c *farewellConn) NetConn() net.Conn { return c.TCPConn }
+
+func (c *farewellConn) Read(b []byte) (int, error) {
+	n, err := c.TCPConn.Read(b)
+	if n > 0 && c.state.Load() == 0 {
+		if strings.HasPrefix(string(b[:n]), maxClientsReply) {
+			c.state.Store(2)
+		} else {
+			c.state.Store(1)
+		}
+	}
+	return n, err
+}
+
+func (c *farewellConn) Write(b []byte) (int, error) {
+	n, err := c.TCPConn.Write(b)
+	if err == nil || !(errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)) {
+		return n, err
+	}
+	refused := c.state.Load() == 2
+	if c.state.Load() == 0 {
+		// Nothing read yet: what is left to read is the server's last word.
+		_ = c.TCPConn.SetReadDeadline(time.Now().Add(5 * time.Millisecond))
+		buf := make([]byte, len(maxClientsReply))
+		k, _ := io.ReadFull(c.TCPConn, buf)
+		refused = string(buf[:k]) == maxClientsReply
+	}
+	if !refused {
+		return n, err
+	}
+	var op *net.OpError
+	if errors.As(err, &op) {
+		return n, &net.OpError{Op: op.Op, Net: op.Net, Source: op.Source, Addr: op.Addr, Err: ErrMaxClients}
+	}
+	return n, ErrMaxClients
+}
+
+const maxClientsReply = "-ERR max number of clients reached"
