@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/rueidis"
 	"github.com/redisconn/redisconn/conn"
 	"github.com/redisconn/redisconn/internal/workload"
 	"github.com/redisconn/redisconn/telemetry"
@@ -55,9 +56,12 @@ type env struct {
 	addr  string
 	plain *redis.Client
 	ap    *redis.AutoPipeliner
-	tel   *telemetry.Telemetry // production: Setup's default sampler, spans dropped
-	mp    *sdkmetric.MeterProvider
-	all   *sdktrace.TracerProvider
+	// rue is rueidis with its defaults (auto-pipelining of concurrent
+	// callers), client-side caching off: the strongest Go client peer.
+	rue rueidis.Client
+	tel *telemetry.Telemetry // production: Setup's default sampler, spans dropped
+	mp  *sdkmetric.MeterProvider
+	all *sdktrace.TracerProvider
 }
 
 func newEnv(addr string) *env {
@@ -68,6 +72,10 @@ func newEnv(addr string) *env {
 		panic(err) // default options are valid
 	}
 	e.ap = ap
+	e.rue, err = rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, DisableCache: true})
+	if err != nil {
+		panic(err) // the server was just started and answered
+	}
 	e.tel, err = telemetry.Setup(context.Background(), telemetry.WithGlobal(false), telemetry.WithServiceName("bench"),
 		telemetry.WithSpanExporter(tracetest.NewNoopExporter()))
 	if err != nil {
@@ -80,6 +88,7 @@ func newEnv(addr string) *env {
 
 func (e *env) close() {
 	_ = e.ap.Close()
+	e.rue.Close()
 	_ = e.plain.Close()
 	_ = e.tel.Shutdown(context.Background())
 	_ = e.mp.Shutdown(context.Background())
@@ -139,13 +148,19 @@ func allScenarios(cfg config, e *env) []scenario {
 				{"autopipeline", func(ctx context.Context) (result, error) {
 					return load(ctx, callers, d, 1, rpush(e.ap)), nil
 				}},
+				{"rueidis", func(ctx context.Context) (result, error) {
+					return load(ctx, callers, d, 1, func(ctx context.Context, key string) error {
+						return e.rue.Do(ctx, e.rue.B().Rpush().Key(key).Element(value).Build()).Error()
+					}), nil
+				}},
 				{"worker", workerLoad(e, telProduction, callers, d, 1, func(w *conn.Worker) func(context.Context, string) error { return rpush(w) })},
 			},
 		}
 	}
 	values := make([]any, 50)
+	strs := make([]string, 50)
 	for i := range values {
-		values[i] = value
+		values[i], strs[i] = value, value
 	}
 	bulk := scenario{
 		name: "S2", title: "bulk RPUSH, 50 items per round trip, 50 callers", baseline: "redis-benchmark",
@@ -171,6 +186,12 @@ func allScenarios(cfg config, e *env) []scenario {
 						return nil
 					})
 					return err
+				}), nil
+			}},
+			{"rueidis", func(ctx context.Context) (result, error) {
+				// One RPUSH of 50 values per call, as BatchRPush sends per chunk.
+				return load(ctx, 50, d, 50, func(ctx context.Context, key string) error {
+					return e.rue.Do(ctx, e.rue.B().Rpush().Key(key).Element(strs...).Build()).Error()
 				}), nil
 			}},
 			{"rpush-per-item", func(ctx context.Context) (result, error) {
