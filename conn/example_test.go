@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/redisconn/redisconn/conn"
 )
 
@@ -99,4 +100,40 @@ func ExampleNewAPI() {
 	defer api.Close()
 	fmt.Println(api.Ping(ctx).Val(), api.Config().PoolSize)
 	// Output: PONG 128
+}
+
+// Watch runs an optimistic transaction on a connection of the Worker's own
+// share for held connections: however many transactions run at once, they
+// never deadlock the limiter against the pool.
+func ExampleWorker_Watch() {
+	ctx := context.Background()
+	cfg, err := conn.LoadConfig(conn.RoleWorker)
+	if err != nil {
+		log.Fatal(err)
+	}
+	w, err := conn.NewWorker(ctx, cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer w.Close()
+
+	const key = "example:balance"
+	w.Set(ctx, key, 100, 0)
+	err = w.Watch(ctx, func(tx *redis.Tx) error {
+		balance, err := tx.Get(ctx, key).Int()
+		if err != nil {
+			return err
+		}
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.Set(ctx, key, balance-30, 0)
+			return nil
+		})
+		return err // redis.TxFailedErr if the key changed meanwhile: try again
+	}, key)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(w.Get(ctx, key).Val())
+	w.Del(ctx, key)
+	// Output: 70
 }

@@ -7,30 +7,43 @@ import (
 )
 
 // Worker is the connection manager of a heavy process. Its pool is
-// REDIS_WORKER_MAX_CONNECTIONS (default 200) and every command and every
-// pipeline goes through a FIFO limiter of REDIS_WORKER_MAX_CONCURRENT_OPS
-// (default 100) permits, so no burst of callers can exhaust the pool: callers
-// beyond the limit queue in the limiter, in order, and leave it when their
-// context ends.
+// REDIS_WORKER_MAX_CONNECTIONS (default 200) and every operation goes through
+// a FIFO limiter of REDIS_WORKER_MAX_CONCURRENT_OPS (default 100) permits, so
+// no burst of callers can exhaust the pool: callers beyond the limit queue in
+// the limiter, in order, and leave it when their context ends.
 //
-// Worker embeds redis.UniversalClient, so every go-redis command works on it as
-// on a plain client.
+// Worker embeds redis.UniversalClient, so every go-redis command works on it
+// as on a plain client, and to its callers it behaves as one, apart from the
+// queueing it exists for: a caller's deadline holds, a command whose reply
+// arrived is never sent again, and errors are go-redis's own (a context that
+// ended returns the context's error; a pool timeout is a *PoolTimeoutError
+// that errors.Is(err, redis.ErrPoolTimeout)).
 //
-// Concurrent single commands are coalesced: callers queue their command in
-// arrival order and a few flushers, each holding one limiter permit, send what
-// has queued as one pipeline, so under load one round trip carries many
-// callers' commands (a single caller's command is a pipeline of one). Each
-// caller still waits for its own result, its commands run in its order, and a
+// Concurrent single commands are coalesced: callers queue their command and
+// a few flushers send what has queued as one pipeline, a round trip holding
+// one permit, so under load one round trip carries many callers' commands (a
+// lone caller's command is a pipeline of one). Each caller waits for its own
+// result and its commands run in its order. A round trip carries only
+// commands whose deadlines lie close together (within 10 % of their budget,
+// at least 5 ms), so a caller returns at most that long after its deadline. A
 // caller whose context ends while its command is queued gets the context's
-// error and the command is never sent. Blocking commands, commands that change
-// connection state, and unknown commands are not coalesced; nor are commands
-// of a Watch transaction or a Conn, nor explicit pipelines. WithCoalescing(false)
-// turns it off.
+// error and the command is never sent. When a round trip fails part way, only
+// the commands that certainly did not run are sent again. Blocking commands,
+// commands that change connection state, unknown commands, and explicit
+// pipelines are not coalesced. WithCoalescing(false) turns it off. The order
+// of the Worker's hooks, and what a hook added with AddHook sees, is in
+// AddHook's documentation.
 //
 // Notes on what goes through the limiter:
 //
-//   - A pipeline or transaction (Pipelined, TxPipelined) is one operation: one
-//     permit for the whole round trip.
+//   - A permit is one round trip: a command that is not coalesced, a
+//     coalesced round trip, a pipeline or transaction (Pipelined,
+//     TxPipelined), a batch chunk.
+//   - Watch and Conn keep a connection between their commands. They use the
+//     share of the pool that the limiter does not govern (PoolSize minus
+//     MaxConcurrentOps connections, at least one), take no permit and are not
+//     coalesced, so transactions can never deadlock the limiter against the
+//     pool. Use w.Watch and w.Conn, not the embedded client's Conn.
 //   - Blocking commands (BLPOP, BRPOP, BLMOVE, XREAD BLOCK, WAIT, ...) hold
 //     their permit for as long as they block, because they hold a connection
 //     that long; that is what the limiter bounds. Keep their timeouts short on
@@ -71,8 +84,10 @@ func (w *Worker) ConnectionInfo(ctx context.Context) (ConnectionInfo, error) { r
 func (w *Worker) Close() error { return w.m.close() }
 
 // AddHook adds a go-redis hook to the Worker, innermost: inside the Worker's
-// own hooks (closed check, coalescing, limiter, telemetry; see chain.go), so
-// it sees every operation as it goes to Redis, with its permit held. A
+// own hooks, which run outermost first as closed check, coalescing, limiter,
+// pool-timeout snapshot, telemetry (spans, then metrics), connection set-up
+// errors. So the hook sees every operation as it goes to Redis, with its
+// permit held and inside its span. A
 // coalesced round trip reaches it as one pipeline (ProcessPipelineHook)
 // holding its callers' commands; other commands one by one (ProcessHook).
 // The hook is added to the held-connection share too (Watch, Conn). Add
