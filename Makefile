@@ -3,7 +3,7 @@ GO      ?= go
 GOFLAGS ?=
 PKGS    := ./...
 
-.PHONY: all deps demo demo-contrast test rules e2e generate bench-go lint vet fmt-check bench fuzz clean
+.PHONY: all deps demo demo-contrast test rules e2e generate bench-go lint vet fmt-check bench fuzz binsize clean
 
 all: test
 
@@ -61,6 +61,10 @@ bench-go: deps
 FUZZTIME ?= 30s
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzLoadConfig -fuzztime $(FUZZTIME) ./conn/
+
+## binsize: a minimal program on conn next to the same program on plain go-redis (default go build)
+binsize:
+	@./scripts/binsize.sh
 
 clean:
 	$(GO) clean -testcache

@@ -17,7 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/redisconn/redisconn/conn"
 	"github.com/redisconn/redisconn/internal/workload"
-	"github.com/redisconn/redisconn/telemetry"
+	"github.com/redisconn/redisconn/otelsetup"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -55,7 +55,7 @@ type env struct {
 	addr  string
 	plain *redis.Client
 	ap    *redis.AutoPipeliner
-	tel   *telemetry.Telemetry // production: Setup's default sampler, spans dropped
+	tel   *otelsetup.Telemetry // production: Setup's default sampler, spans dropped
 	mp    *sdkmetric.MeterProvider
 	all   *sdktrace.TracerProvider
 }
@@ -68,8 +68,8 @@ func newEnv(addr string) *env {
 		panic(err) // default options are valid
 	}
 	e.ap = ap
-	e.tel, err = telemetry.Setup(context.Background(), telemetry.WithGlobal(false), telemetry.WithServiceName("bench"),
-		telemetry.WithSpanExporter(tracetest.NewNoopExporter()))
+	e.tel, err = otelsetup.Setup(context.Background(), otelsetup.WithGlobal(false), otelsetup.WithServiceName("bench"),
+		otelsetup.WithSpanExporter(tracetest.NewNoopExporter()))
 	if err != nil {
 		panic(err)
 	}
