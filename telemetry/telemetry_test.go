@@ -136,7 +136,9 @@ func value(m *dto.Metric) float64 {
 	return 0
 }
 
-// The families of DESIGN.md's table, with their Prometheus types.
+// The families of DESIGN.md's table, with their Prometheus types: the
+// contract that the table of signals (and so the exporter's translation of
+// it) must keep.
 var designFamilies = map[string]dto.MetricType{
 	"redisconn_limiter_wait_time_seconds":         dto.MetricType_HISTOGRAM,
 	"redisconn_limiter_in_flight":                 dto.MetricType_GAUGE,
@@ -155,6 +157,37 @@ var designFamilies = map[string]dto.MetricType{
 	"redisconn_server_connected_clients":          dto.MetricType_GAUGE,
 	"redisconn_server_maxclients":                 dto.MetricType_GAUGE,
 	"redisconn_server_rejected_connections_total": dto.MetricType_COUNTER,
+}
+
+// The table of signals names exactly DESIGN.md's families, with their types.
+func TestSignalTableIsDesignMD(t *testing.T) {
+	got := map[string]dto.MetricType{}
+	for _, sig := range telemetry.Signals() {
+		if sig.Description == "" || sig.Unit == "" {
+			t.Errorf("%s has no description or unit", sig.Name)
+		}
+		if (sig.Kind == telemetry.KindHistogram) != (len(sig.Buckets) > 0) {
+			t.Errorf("%s: %s with %d buckets", sig.Name, sig.Kind, len(sig.Buckets))
+		}
+		if _, dup := got[sig.PrometheusName()]; dup {
+			t.Errorf("%s is in the table twice", sig.PrometheusName())
+		}
+		got[sig.PrometheusName()] = dto.MetricType(dto.MetricType_value[strings.ToUpper(sig.PrometheusType())])
+	}
+	for name, typ := range designFamilies {
+		if g, ok := got[name]; !ok || g != typ {
+			t.Errorf("DESIGN.md's %s (%v): the table gives %v (present %v)", name, typ, g, ok)
+		}
+	}
+	for name := range got {
+		if _, ok := designFamilies[name]; !ok {
+			t.Errorf("the table's %s is not in DESIGN.md", name)
+		}
+	}
+	h := telemetry.Signals()[0]
+	if want := []string{"redisconn_limiter_wait_time_seconds_bucket", "redisconn_limiter_wait_time_seconds_sum", "redisconn_limiter_wait_time_seconds_count"}; strings.Join(h.PrometheusSeries(), ",") != strings.Join(want, ",") {
+		t.Errorf("histogram series %v", h.PrometheusSeries())
+	}
 }
 
 func TestEveryDesignMetricIsServedWithItsTypeAndLabels(t *testing.T) {
@@ -189,19 +222,39 @@ func TestEveryDesignMetricIsServedWithItsTypeAndLabels(t *testing.T) {
 	coalesced := 1 + singles + chunks/2 + 2
 
 	fams := f.families(t)
-	for name, typ := range designFamilies {
+	inTable := map[string]bool{}
+	for _, sig := range telemetry.Signals() {
+		name := sig.PrometheusName()
+		inTable[name] = true
 		fam, ok := fams[name]
 		if !ok {
-			t.Errorf("family %s is missing", name)
+			t.Errorf("family %s (%s) is missing", name, sig.Name)
 			continue
 		}
-		if fam.GetType() != typ {
-			t.Errorf("%s has type %v, want %v", name, fam.GetType(), typ)
+		if typ := strings.ToLower(fam.GetType().String()); typ != sig.PrometheusType() {
+			t.Errorf("%s has type %v, the table says %s", name, typ, sig.PrometheusType())
+		}
+		if fam.GetHelp() != sig.Description {
+			t.Errorf("%s HELP %q, the table says %q", name, fam.GetHelp(), sig.Description)
+		}
+		carries := map[string]bool{"otel_scope_name": true, "otel_scope_version": true, "otel_scope_schema_url": true}
+		for _, l := range sig.PrometheusLabels() {
+			carries[l] = true
 		}
 		for _, m := range fam.Metric {
 			if label(m, "redisconn_role") != "worker" || !strings.HasPrefix(label(m, "db_client_connection_pool_name"), "127.0.0.1:") {
 				t.Errorf("%s series without role or pool name: %v", name, m.Label)
 			}
+			for _, l := range m.Label {
+				if !carries[l.GetName()] {
+					t.Errorf("%s carries label %s, which the table does not list", name, l.GetName())
+				}
+			}
+		}
+	}
+	for name := range fams {
+		if (strings.HasPrefix(name, "redisconn_") || strings.HasPrefix(name, "db_client_")) && !inTable[name] {
+			t.Errorf("family %s is served but not in the table of signals", name)
 		}
 	}
 
