@@ -20,9 +20,11 @@ demo-contrast: deps
 deps:
 	@./scripts/deps.sh
 
-## test: deps, then format, vet, the Prometheus rules (promtool) and the whole suite under the race detector
+## test: deps, then format, vet, the Prometheus rules (promtool), the whole suite under the race
+## detector, and the signal checks of the nested module (PromQL of dashboards and rules vs telemetry.Signals)
 test: deps lint rules
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	cd internal/promqlcheck && $(GO) test -count=1 ./...
 
 ## rules: promtool checks the rule file and runs its unit tests
 rules:
@@ -47,6 +49,7 @@ fmt-check:
 vet:
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags e2e ./e2e/
+	cd internal/promqlcheck && $(GO) vet ./...
 
 ## bench: the benchmark program: scenarios S1-S4 side by side in rounds, a table with
 ## ratios and targets, JSON in bench-results.json (BENCH_QUICK=1: under a minute)
