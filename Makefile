@@ -35,9 +35,10 @@ rules:
 e2e: deps
 	$(GO) test -tags e2e -count=1 -timeout 10m -v ./e2e/
 
-## generate: regenerate dashboards/redisconn.json from dashboards/dashboards.go
+## generate: regenerate dashboards/redisconn.json from dashboards/dashboards.go and README's
+## metrics table from telemetry.Signals
 generate:
-	$(GO) generate ./dashboards
+	$(GO) generate ./dashboards ./internal/signaldoc
 
 ## lint: gofmt and go vet
 lint: fmt-check vet
@@ -50,15 +51,19 @@ vet:
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags e2e ./e2e/
 	cd internal/promqlcheck && $(GO) vet ./...
+	cd bench/redisotel && $(GO) vet ./...
 
 ## bench: the benchmark program: scenarios S1-S4 side by side in rounds, a table with
 ## ratios and targets, JSON in bench-results.json (BENCH_QUICK=1: under a minute)
 bench: deps
 	$(GO) run ./bench
 
-## bench-go: the Go micro-benchmarks (batch encoding, telemetry cost per operation)
+## bench-go: the Go micro-benchmarks (batch encoding, telemetry cost per operation), and the
+## span hook against redisotel's (bench/redisotel, a module of its own: redisotel stays out of go.mod)
+SPANHOOK_COUNT ?= 5
 bench-go: deps
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./conn/ ./telemetry/
+	cd bench/redisotel && $(GO) test -run '^$$' -bench . -benchmem -count $(SPANHOOK_COUNT) ./...
 
 ## fuzz: run each fuzz target for FUZZTIME (default 30s); `make test` runs their seed corpus
 FUZZTIME ?= 30s
