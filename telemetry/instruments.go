@@ -130,7 +130,10 @@ func New(cfg Config) (*Instruments, error) {
 }
 
 func float64Histogram(m metric.Meter, name string) (metric.Float64Histogram, error) {
-	s := signal(name)
+	s, err := signal(name)
+	if err != nil {
+		return nil, err
+	}
 	if s.Kind != KindHistogram || !s.Float {
 		return nil, fmt.Errorf("telemetry: %s is a %s in the table, not a float64 histogram", name, s.Kind)
 	}
@@ -139,7 +142,10 @@ func float64Histogram(m metric.Meter, name string) (metric.Float64Histogram, err
 }
 
 func int64Histogram(m metric.Meter, name string) (metric.Int64Histogram, error) {
-	s := signal(name)
+	s, err := signal(name)
+	if err != nil {
+		return nil, err
+	}
 	if s.Kind != KindHistogram || s.Float {
 		return nil, fmt.Errorf("telemetry: %s is a %s in the table, not an int64 histogram", name, s.Kind)
 	}
@@ -148,7 +154,10 @@ func int64Histogram(m metric.Meter, name string) (metric.Int64Histogram, error) 
 }
 
 func int64Observable(m metric.Meter, name string) (metric.Int64Observable, error) {
-	s := signal(name)
+	s, err := signal(name)
+	if err != nil {
+		return nil, err
+	}
 	switch s.Kind {
 	case KindCounter:
 		return m.Int64ObservableCounter(s.Name, metric.WithUnit(s.Unit), metric.WithDescription(s.Description))

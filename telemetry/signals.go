@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 
@@ -188,15 +189,14 @@ func Signals() []Signal {
 	return out
 }
 
-// signal returns the entry of the table named name; a name missing from the
-// table is a programming error that every test of New catches.
-func signal(name string) Signal {
+// signal returns the entry of the table named name.
+func signal(name string) (Signal, error) {
 	for _, s := range signals {
 		if s.Name == name {
-			return s
+			return s, nil
 		}
 	}
-	panic("telemetry: " + name + " is not in the table of signals")
+	return Signal{}, fmt.Errorf("telemetry: %s is not in the table of signals", name)
 }
 
 // PrometheusName is the metric family's name under the official Prometheus
