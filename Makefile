@@ -3,7 +3,7 @@ GO      ?= go
 GOFLAGS ?=
 PKGS    := ./...
 
-.PHONY: all deps demo demo-contrast test rules e2e generate bench-go lint vet fmt-check bench fuzz clean
+.PHONY: all deps demo demo-contrast test rules e2e generate bench-go lint vet fmt-check bench fuzz binsize clean
 
 all: test
 
@@ -20,9 +20,11 @@ demo-contrast: deps
 deps:
 	@./scripts/deps.sh
 
-## test: deps, then format, vet, the Prometheus rules (promtool) and the whole suite under the race detector
+## test: deps, then format, vet, the Prometheus rules (promtool), the whole suite under the race
+## detector, and the signal checks of the nested module (PromQL of dashboards and rules vs telemetry.Signals)
 test: deps lint rules
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	cd internal/promqlcheck && $(GO) test -count=1 ./...
 
 ## rules: promtool checks the rule file and runs its unit tests
 rules:
@@ -33,9 +35,10 @@ rules:
 e2e: deps
 	$(GO) test -tags e2e -count=1 -timeout 10m -v ./e2e/
 
-## generate: regenerate dashboards/redisconn.json from dashboards/dashboards.go
+## generate: regenerate dashboards/redisconn.json from dashboards/dashboards.go and README's
+## metrics table from telemetry.Signals
 generate:
-	$(GO) generate ./dashboards
+	$(GO) generate ./dashboards ./internal/signaldoc
 
 ## lint: gofmt and go vet
 lint: fmt-check vet
@@ -47,20 +50,29 @@ fmt-check:
 vet:
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags e2e ./e2e/
+	cd internal/promqlcheck && $(GO) vet ./...
+	cd bench/redisotel && $(GO) vet ./...
 
 ## bench: the benchmark program: scenarios S1-S4 side by side in rounds, a table with
 ## ratios and targets, JSON in bench-results.json (BENCH_QUICK=1: under a minute)
 bench: deps
 	$(GO) run ./bench
 
-## bench-go: the Go micro-benchmarks (batch encoding, telemetry cost per operation)
+## bench-go: the Go micro-benchmarks (batch encoding, telemetry cost per operation), and the
+## span hook against redisotel's (bench/redisotel, a module of its own: redisotel stays out of go.mod)
+SPANHOOK_COUNT ?= 5
 bench-go: deps
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./conn/ ./telemetry/
+	cd bench/redisotel && $(GO) test -run '^$$' -bench . -benchmem -count $(SPANHOOK_COUNT) ./...
 
 ## fuzz: run each fuzz target for FUZZTIME (default 30s); `make test` runs their seed corpus
 FUZZTIME ?= 30s
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzLoadConfig -fuzztime $(FUZZTIME) ./conn/
+
+## binsize: a minimal program on conn next to the same program on plain go-redis (default go build)
+binsize:
+	@./scripts/binsize.sh
 
 clean:
 	$(GO) clean -testcache

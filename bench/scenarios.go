@@ -18,7 +18,7 @@ import (
 	"github.com/redis/rueidis"
 	"github.com/redisconn/redisconn/conn"
 	"github.com/redisconn/redisconn/internal/workload"
-	"github.com/redisconn/redisconn/telemetry"
+	"github.com/redisconn/redisconn/otelsetup"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -59,7 +59,7 @@ type env struct {
 	// rue is rueidis with its defaults (auto-pipelining of concurrent
 	// callers), client-side caching off: the strongest Go client peer.
 	rue rueidis.Client
-	tel *telemetry.Telemetry // production: Setup's default sampler, spans dropped
+	tel *otelsetup.Telemetry // production: Setup's default sampler, spans dropped
 	mp  *sdkmetric.MeterProvider
 	all *sdktrace.TracerProvider
 }
@@ -76,8 +76,8 @@ func newEnv(addr string) *env {
 	if err != nil {
 		panic(err) // the server was just started and answered
 	}
-	e.tel, err = telemetry.Setup(context.Background(), telemetry.WithGlobal(false), telemetry.WithServiceName("bench"),
-		telemetry.WithSpanExporter(tracetest.NewNoopExporter()))
+	e.tel, err = otelsetup.Setup(context.Background(), otelsetup.WithGlobal(false), otelsetup.WithServiceName("bench"),
+		otelsetup.WithSpanExporter(tracetest.NewNoopExporter()))
 	if err != nil {
 		panic(err)
 	}

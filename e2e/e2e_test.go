@@ -31,6 +31,7 @@ import (
 
 	"github.com/redisconn/redisconn/conn"
 	"github.com/redisconn/redisconn/internal/redistest"
+	"github.com/redisconn/redisconn/otelsetup"
 	"github.com/redisconn/redisconn/telemetry"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -65,8 +66,8 @@ func TestDashboardsAndAlertsAgainstPrometheus(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{Args: []string{"--maxclients", "40"}})
 
 	// The managers, with the SDK sampling every trace so exemplars exist.
-	tel, err := telemetry.Setup(ctx, telemetry.WithGlobal(false), telemetry.WithServiceName("e2e"),
-		telemetry.WithSampler(sdktrace.AlwaysSample()), telemetry.WithSpanExporter(tracetest.NewInMemoryExporter()))
+	tel, err := otelsetup.Setup(ctx, otelsetup.WithGlobal(false), otelsetup.WithServiceName("e2e"),
+		otelsetup.WithSampler(sdktrace.AlwaysSample()), otelsetup.WithSpanExporter(tracetest.NewInMemoryExporter()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +219,7 @@ func TestDashboardsAndAlertsAgainstPrometheus(t *testing.T) {
 	}
 }
 
-func normalTraffic(t *testing.T, ctx context.Context, tel *telemetry.Telemetry, w *conn.Worker, api *conn.API) {
+func normalTraffic(t *testing.T, ctx context.Context, tel *otelsetup.Telemetry, w *conn.Worker, api *conn.API) {
 	t.Helper()
 	tracer := tel.TracerProvider.Tracer("e2e")
 	for i := 0; i < 20; i++ {

@@ -6,7 +6,7 @@ import (
 
 	"github.com/redisconn/redisconn/conn"
 	"github.com/redisconn/redisconn/internal/redistest"
-	"github.com/redisconn/redisconn/telemetry"
+	"github.com/redisconn/redisconn/otelsetup"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -25,7 +25,7 @@ func BenchmarkWorkerTelemetry(b *testing.B) {
 	tracer := func(s sdktrace.Sampler) *sdktrace.TracerProvider {
 		return sdktrace.NewTracerProvider(sdktrace.WithSampler(s), sdktrace.WithBatcher(tracetest.NewNoopExporter()))
 	}
-	production := tracer(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(telemetry.DefaultSampleRatio)))
+	production := tracer(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(otelsetup.DefaultSampleRatio)))
 	always := tracer(sdktrace.AlwaysSample())
 	defer production.Shutdown(context.Background())
 	defer always.Shutdown(context.Background())

@@ -1,16 +1,17 @@
 // Package telemetry records what the redisconn managers do as OpenTelemetry
-// metrics and traces, and gives applications a one-call Setup that serves
-// them: a Prometheus /metrics endpoint with exemplars and an OTLP (or console)
-// trace exporter chosen by the standard OTEL_* variables.
+// metrics and traces: the instruments (signals.go is the list of them, with
+// their Prometheus names) and the go-redis hooks that record them.
 //
-// The conn package uses Instruments; applications use Setup. The library
-// itself never installs an SDK: it records through the providers it is given,
-// falling back to the OpenTelemetry globals.
+// It depends on the OpenTelemetry API only. It records through the providers
+// it is given, falling back to the OpenTelemetry globals, and never installs
+// an SDK; applications that want one ready-made (a Prometheus /metrics
+// endpoint with exemplars, OTLP traces) use package otelsetup.
 package telemetry
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -22,87 +23,6 @@ import (
 
 // ScopeName is the instrumentation scope of every instrument and span.
 const ScopeName = "github.com/redisconn/redisconn"
-
-// The instruments, as DESIGN.md lists them. Prometheus names follow the
-// official exporter's default translation: dots become underscores, the unit
-// "s" adds "_seconds", counters add "_total".
-const (
-	// LimiterWaitTime: histogram, s. Time an operation waited before it was
-	// sent: for its limiter permit, or in the worker's coalescing queue. One
-	// sample per operation, that is per round trip: a coalesced pipeline's
-	// sample is the wait of its oldest command. 0 when it did not wait.
-	LimiterWaitTime = "redisconn.limiter.wait_time"
-	// LimiterInFlight: updowncounter. Round trips holding a permit now.
-	LimiterInFlight = "redisconn.limiter.in_flight"
-	// LimiterWaiting: updowncounter. Callers waiting now, for a permit or in
-	// the coalescing queue.
-	LimiterWaiting = "redisconn.limiter.waiting"
-	// LimiterLimit: gauge. The limiter's size.
-	LimiterLimit = "redisconn.limiter.limit"
-	// LimiterRejected: counter, attribute reason=context|closed.
-	LimiterRejected = "redisconn.limiter.rejected"
-
-	// ConnectionCount: updowncounter, attribute db.client.connection.state=idle|used.
-	ConnectionCount = "db.client.connection.count"
-	// ConnectionMax: updowncounter. The pool size.
-	ConnectionMax = "db.client.connection.max"
-	// ConnectionPendingRequests: updowncounter. Callers waiting for a pooled connection.
-	ConnectionPendingRequests = "db.client.connection.pending_requests"
-	// ConnectionTimeouts: counter. Waits for a pooled connection that timed out.
-	ConnectionTimeouts = "db.client.connection.timeouts"
-	// PoolHits, PoolMisses, PoolWaits: counters. A free connection was found,
-	// was not found (a new one was dialed), had to be waited for.
-	PoolHits   = "redisconn.pool.hits"
-	PoolMisses = "redisconn.pool.misses"
-	PoolWaits  = "redisconn.pool.waits"
-
-	// BatchSize: histogram, {item}, attribute db.operation.name. Items per
-	// batch round trip: one sample per BatchRPush/BatchPublish chunk (named
-	// RPUSH, PUBLISH) and per coalesced pipeline (commands per round trip,
-	// named "BATCH <command>" or "BATCH").
-	BatchSize = "redisconn.batch.size"
-	// OperationDuration: histogram, s, attributes db.operation.name and, on
-	// failure, error.type. One sample per operation (round trip): a command,
-	// a pipeline ("PIPELINE", "MULTI"), a batch chunk, or a coalesced
-	// pipeline, named as OpenTelemetry's conventions name a batch: "BATCH
-	// RPUSH" when its commands share a name, "BATCH" otherwise, with the
-	// error.type of its first failed command.
-	OperationDuration = "db.client.operation.duration"
-
-	// ServerConnectedClients, ServerMaxClients: gauges; ServerRejectedConnections:
-	// counter. Read from INFO, at most once per ServerInfoMaxAge per manager.
-	ServerConnectedClients    = "redisconn.server.connected_clients"
-	ServerMaxClients          = "redisconn.server.maxclients"
-	ServerRejectedConnections = "redisconn.server.rejected_connections"
-)
-
-// Attribute keys.
-const (
-	AttrRole            = attribute.Key("redisconn.role")
-	AttrPoolName        = attribute.Key("db.client.connection.pool.name")
-	AttrState           = attribute.Key("db.client.connection.state")
-	AttrOperationName   = attribute.Key("db.operation.name")
-	AttrErrorType       = attribute.Key("error.type")
-	AttrReason          = attribute.Key("reason")
-	AttrBatchSize       = attribute.Key("db.operation.batch.size")
-	AttrLimiterWaitTime = attribute.Key("redisconn.limiter.wait_time")
-	AttrDBSystem        = attribute.Key("db.system.name")
-)
-
-// Bucket boundaries.
-var (
-	// DurationBuckets are the OpenTelemetry semantic conventions' boundaries
-	// for db.client.operation.duration.
-	DurationBuckets = []float64{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10}
-	// LimiterWaitBuckets resolve waits from 10 µs to 10 s.
-	LimiterWaitBuckets = []float64{
-		0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
-		0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-		0.1, 0.25, 0.5, 1, 2.5, 5, 10,
-	}
-	// BatchSizeBuckets cover 1 to 1000 items.
-	BatchSizeBuckets = []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000}
-)
 
 // ServerInfoMaxAge is how long a manager reuses one INFO reply for the server
 // instruments, so that scrapes never load Redis.
@@ -169,6 +89,7 @@ func New(cfg Config) (*Instruments, error) {
 	in.rejectedContextOpt = metric.WithAttributeSet(in.with(AttrReason.String("context")))
 	in.rejectedClosedOpt = metric.WithAttributeSet(in.with(AttrReason.String("closed")))
 
+	// Every instrument is created from its entry in the table of signals.
 	m := in.meter
 	var errs []error
 	check := func(err error) {
@@ -177,52 +98,75 @@ func New(cfg Config) (*Instruments, error) {
 		}
 	}
 	var err error
-	in.waitTime, err = m.Float64Histogram(LimiterWaitTime, metric.WithUnit("s"),
-		metric.WithDescription("Time an operation waited for a limiter permit."),
-		metric.WithExplicitBucketBoundaries(LimiterWaitBuckets...))
+	in.waitTime, err = float64Histogram(m, LimiterWaitTime)
 	check(err)
-	in.batchSize, err = m.Int64Histogram(BatchSize, metric.WithUnit("{item}"),
-		metric.WithDescription("Items carried by one batch round trip."),
-		metric.WithExplicitBucketBoundaries(BatchSizeBuckets...))
+	in.batchSize, err = int64Histogram(m, BatchSize)
 	check(err)
-	in.duration, err = m.Float64Histogram(OperationDuration, metric.WithUnit("s"),
-		metric.WithDescription("Duration of Redis commands and pipelines, limiter wait excluded."),
-		metric.WithExplicitBucketBoundaries(DurationBuckets...))
+	in.duration, err = float64Histogram(m, OperationDuration)
 	check(err)
-
-	upDown := func(name, unit, desc string) metric.Int64Observable {
-		o, err := m.Int64ObservableUpDownCounter(name, metric.WithUnit(unit), metric.WithDescription(desc))
+	obs := func(name string) metric.Int64Observable {
+		o, err := int64Observable(m, name)
 		check(err)
 		return o
 	}
-	counter := func(name, unit, desc string) metric.Int64Observable {
-		o, err := m.Int64ObservableCounter(name, metric.WithUnit(unit), metric.WithDescription(desc))
-		check(err)
-		return o
-	}
-	gauge := func(name, unit, desc string) metric.Int64Observable {
-		o, err := m.Int64ObservableGauge(name, metric.WithUnit(unit), metric.WithDescription(desc))
-		check(err)
-		return o
-	}
-	in.inFlight = upDown(LimiterInFlight, "{operation}", "Operations holding a limiter permit.")
-	in.waiting = upDown(LimiterWaiting, "{operation}", "Callers waiting for a limiter permit.")
-	in.limit = gauge(LimiterLimit, "{operation}", "Most operations the limiter lets run at once.")
-	in.rejected = counter(LimiterRejected, "{operation}", "Permit requests refused: the caller's context ended (reason=context) or the manager closed (reason=closed).")
-	in.connCount = upDown(ConnectionCount, "{connection}", "Pooled connections by state (idle, used).")
-	in.connMax = upDown(ConnectionMax, "{connection}", "Size of the connection pool.")
-	in.connPending = upDown(ConnectionPendingRequests, "{request}", "Callers waiting for a pooled connection.")
-	in.connTimeouts = counter(ConnectionTimeouts, "{timeout}", "Waits for a pooled connection that timed out.")
-	in.poolHits = counter(PoolHits, "{request}", "Requests that found an idle pooled connection.")
-	in.poolMisses = counter(PoolMisses, "{request}", "Requests that found no idle pooled connection.")
-	in.poolWaits = counter(PoolWaits, "{request}", "Requests that waited for a pooled connection.")
-	in.serverConnected = gauge(ServerConnectedClients, "{connection}", "Clients connected to the Redis server (INFO).")
-	in.serverMax = gauge(ServerMaxClients, "{connection}", "The Redis server's maxclients (INFO).")
-	in.serverRejected = counter(ServerRejectedConnections, "{connection}", "Connections the Redis server refused for maxclients (INFO).")
+	in.inFlight = obs(LimiterInFlight)
+	in.waiting = obs(LimiterWaiting)
+	in.limit = obs(LimiterLimit)
+	in.rejected = obs(LimiterRejected)
+	in.connCount = obs(ConnectionCount)
+	in.connMax = obs(ConnectionMax)
+	in.connPending = obs(ConnectionPendingRequests)
+	in.connTimeouts = obs(ConnectionTimeouts)
+	in.poolHits = obs(PoolHits)
+	in.poolMisses = obs(PoolMisses)
+	in.poolWaits = obs(PoolWaits)
+	in.serverConnected = obs(ServerConnectedClients)
+	in.serverMax = obs(ServerMaxClients)
+	in.serverRejected = obs(ServerRejectedConnections)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
 	return in, nil
+}
+
+func float64Histogram(m metric.Meter, name string) (metric.Float64Histogram, error) {
+	s, err := signal(name)
+	if err != nil {
+		return nil, err
+	}
+	if s.Kind != KindHistogram || !s.Float {
+		return nil, fmt.Errorf("telemetry: %s is a %s in the table, not a float64 histogram", name, s.Kind)
+	}
+	return m.Float64Histogram(s.Name, metric.WithUnit(s.Unit), metric.WithDescription(s.Description),
+		metric.WithExplicitBucketBoundaries(s.Buckets...))
+}
+
+func int64Histogram(m metric.Meter, name string) (metric.Int64Histogram, error) {
+	s, err := signal(name)
+	if err != nil {
+		return nil, err
+	}
+	if s.Kind != KindHistogram || s.Float {
+		return nil, fmt.Errorf("telemetry: %s is a %s in the table, not an int64 histogram", name, s.Kind)
+	}
+	return m.Int64Histogram(s.Name, metric.WithUnit(s.Unit), metric.WithDescription(s.Description),
+		metric.WithExplicitBucketBoundaries(s.Buckets...))
+}
+
+func int64Observable(m metric.Meter, name string) (metric.Int64Observable, error) {
+	s, err := signal(name)
+	if err != nil {
+		return nil, err
+	}
+	switch s.Kind {
+	case KindCounter:
+		return m.Int64ObservableCounter(s.Name, metric.WithUnit(s.Unit), metric.WithDescription(s.Description))
+	case KindUpDownCounter:
+		return m.Int64ObservableUpDownCounter(s.Name, metric.WithUnit(s.Unit), metric.WithDescription(s.Description))
+	case KindGauge:
+		return m.Int64ObservableGauge(s.Name, metric.WithUnit(s.Unit), metric.WithDescription(s.Description))
+	}
+	return nil, fmt.Errorf("telemetry: %s is a %s in the table, not an observable", name, s.Kind)
 }
 
 func (in *Instruments) with(kv ...attribute.KeyValue) attribute.Set {

@@ -20,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/redisconn/redisconn/conn"
 	"github.com/redisconn/redisconn/internal/redistest"
+	"github.com/redisconn/redisconn/otelsetup"
 	"github.com/redisconn/redisconn/telemetry"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -41,7 +42,7 @@ const password = "tr0ub4dor-and-3"
 // in-memory span exporter, sampling every trace.
 type fixture struct {
 	srv   *redistest.Server
-	tel   *telemetry.Telemetry
+	tel   *otelsetup.Telemetry
 	spans *tracetest.InMemoryExporter
 	w     *conn.Worker
 }
@@ -49,11 +50,11 @@ type fixture struct {
 func newFixture(t *testing.T, mutate func(*conn.Config), opts ...conn.Option) *fixture {
 	t.Helper()
 	f := &fixture{srv: redistest.Start(t, redistest.Options{Password: password}), spans: tracetest.NewInMemoryExporter()}
-	tel, err := telemetry.Setup(context.Background(),
-		telemetry.WithServiceName("telemetry-test"),
-		telemetry.WithSpanExporter(f.spans),
-		telemetry.WithSampler(sdktrace.AlwaysSample()),
-		telemetry.WithGlobal(false),
+	tel, err := otelsetup.Setup(context.Background(),
+		otelsetup.WithServiceName("telemetry-test"),
+		otelsetup.WithSpanExporter(f.spans),
+		otelsetup.WithSampler(sdktrace.AlwaysSample()),
+		otelsetup.WithGlobal(false),
 	)
 	if err != nil {
 		t.Fatal(err)
@@ -135,7 +136,9 @@ func value(m *dto.Metric) float64 {
 	return 0
 }
 
-// The families of DESIGN.md's table, with their Prometheus types.
+// The families of DESIGN.md's table, with their Prometheus types: the
+// contract that the table of signals (and so the exporter's translation of
+// it) must keep.
 var designFamilies = map[string]dto.MetricType{
 	"redisconn_limiter_wait_time_seconds":         dto.MetricType_HISTOGRAM,
 	"redisconn_limiter_in_flight":                 dto.MetricType_GAUGE,
@@ -154,6 +157,37 @@ var designFamilies = map[string]dto.MetricType{
 	"redisconn_server_connected_clients":          dto.MetricType_GAUGE,
 	"redisconn_server_maxclients":                 dto.MetricType_GAUGE,
 	"redisconn_server_rejected_connections_total": dto.MetricType_COUNTER,
+}
+
+// The table of signals names exactly DESIGN.md's families, with their types.
+func TestSignalTableIsDesignMD(t *testing.T) {
+	got := map[string]dto.MetricType{}
+	for _, sig := range telemetry.Signals() {
+		if sig.Description == "" || sig.Unit == "" {
+			t.Errorf("%s has no description or unit", sig.Name)
+		}
+		if (sig.Kind == telemetry.KindHistogram) != (len(sig.Buckets) > 0) {
+			t.Errorf("%s: %s with %d buckets", sig.Name, sig.Kind, len(sig.Buckets))
+		}
+		if _, dup := got[sig.PrometheusName()]; dup {
+			t.Errorf("%s is in the table twice", sig.PrometheusName())
+		}
+		got[sig.PrometheusName()] = dto.MetricType(dto.MetricType_value[strings.ToUpper(sig.PrometheusType())])
+	}
+	for name, typ := range designFamilies {
+		if g, ok := got[name]; !ok || g != typ {
+			t.Errorf("DESIGN.md's %s (%v): the table gives %v (present %v)", name, typ, g, ok)
+		}
+	}
+	for name := range got {
+		if _, ok := designFamilies[name]; !ok {
+			t.Errorf("the table's %s is not in DESIGN.md", name)
+		}
+	}
+	h := telemetry.Signals()[0]
+	if want := []string{"redisconn_limiter_wait_time_seconds_bucket", "redisconn_limiter_wait_time_seconds_sum", "redisconn_limiter_wait_time_seconds_count"}; strings.Join(h.PrometheusSeries(), ",") != strings.Join(want, ",") {
+		t.Errorf("histogram series %v", h.PrometheusSeries())
+	}
 }
 
 func TestEveryDesignMetricIsServedWithItsTypeAndLabels(t *testing.T) {
@@ -188,19 +222,39 @@ func TestEveryDesignMetricIsServedWithItsTypeAndLabels(t *testing.T) {
 	coalesced := 1 + singles + chunks/2 + 2
 
 	fams := f.families(t)
-	for name, typ := range designFamilies {
+	inTable := map[string]bool{}
+	for _, sig := range telemetry.Signals() {
+		name := sig.PrometheusName()
+		inTable[name] = true
 		fam, ok := fams[name]
 		if !ok {
-			t.Errorf("family %s is missing", name)
+			t.Errorf("family %s (%s) is missing", name, sig.Name)
 			continue
 		}
-		if fam.GetType() != typ {
-			t.Errorf("%s has type %v, want %v", name, fam.GetType(), typ)
+		if typ := strings.ToLower(fam.GetType().String()); typ != sig.PrometheusType() {
+			t.Errorf("%s has type %v, the table says %s", name, typ, sig.PrometheusType())
+		}
+		if fam.GetHelp() != sig.Description {
+			t.Errorf("%s HELP %q, the table says %q", name, fam.GetHelp(), sig.Description)
+		}
+		carries := map[string]bool{"otel_scope_name": true, "otel_scope_version": true, "otel_scope_schema_url": true}
+		for _, l := range sig.PrometheusLabels() {
+			carries[l] = true
 		}
 		for _, m := range fam.Metric {
 			if label(m, "redisconn_role") != "worker" || !strings.HasPrefix(label(m, "db_client_connection_pool_name"), "127.0.0.1:") {
 				t.Errorf("%s series without role or pool name: %v", name, m.Label)
 			}
+			for _, l := range m.Label {
+				if !carries[l.GetName()] {
+					t.Errorf("%s carries label %s, which the table does not list", name, l.GetName())
+				}
+			}
+		}
+	}
+	for name := range fams {
+		if (strings.HasPrefix(name, "redisconn_") || strings.HasPrefix(name, "db_client_")) && !inTable[name] {
+			t.Errorf("family %s is served but not in the table of signals", name)
 		}
 	}
 
@@ -355,7 +409,7 @@ func TestLimiterSaturationIsVisible(t *testing.T) {
 // With a tiny pool and a paused server, the pool timeout counter rises.
 func TestPoolTimeoutsAreCounted(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
-	tel, err := telemetry.Setup(context.Background(), telemetry.WithGlobal(false), telemetry.WithSpanExporter(tracetest.NewInMemoryExporter()))
+	tel, err := otelsetup.Setup(context.Background(), otelsetup.WithGlobal(false), otelsetup.WithSpanExporter(tracetest.NewInMemoryExporter()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -424,82 +478,6 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	if !redistest.WaitFor(context.Background(), 10*time.Second, cond) {
 		t.Fatalf("timed out waiting for %s", what)
-	}
-}
-
-// An OTLP/HTTP round trip: Setup configured only by OTEL_* variables sends the
-// spans of a worker to a receiver started in the test.
-func TestOTLPHTTPExportFollowsTheEnvironment(t *testing.T) {
-	srv := redistest.Start(t, redistest.Options{})
-	var (
-		mu       sync.Mutex
-		bodies   [][]byte
-		requests int
-	)
-	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		mu.Lock()
-		defer mu.Unlock()
-		requests++
-		if r.URL.Path != "/v1/traces" || r.Header.Get("Content-Type") != "application/x-protobuf" {
-			t.Errorf("OTLP request %s %s %q", r.Method, r.URL.Path, r.Header.Get("Content-Type"))
-		}
-		bodies = append(bodies, body)
-		w.Header().Set("Content-Type", "application/x-protobuf")
-	}))
-	defer receiver.Close()
-	t.Setenv("OTEL_TRACES_EXPORTER", "otlp")
-	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.URL)
-	t.Setenv("OTEL_TRACES_SAMPLER", "always_on")
-	t.Setenv("OTEL_SERVICE_NAME", "otlp-roundtrip")
-
-	tel, err := telemetry.Setup(context.Background(), telemetry.WithGlobal(false))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := conn.DefaultConfig(conn.RoleWorker)
-	cfg.Host, cfg.Port = "127.0.0.1", srv.Port()
-	w, err := conn.NewWorker(context.Background(), cfg, conn.WithTracerProvider(tel.TracerProvider), conn.WithMeterProvider(tel.MeterProvider))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, root := tel.TracerProvider.Tracer("test").Start(context.Background(), "agent.run")
-	if _, err := w.BatchRPush(ctx, "otlp:list", items(3)...); err != nil {
-		t.Fatal(err)
-	}
-	root.End()
-	_ = w.Close()
-	if err := tel.Shutdown(context.Background()); err != nil {
-		t.Fatalf("Shutdown (flushes the spans): %v", err)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	all := string(joinBytes(bodies))
-	for _, want := range []string{"otlp-roundtrip", "agent.run", "BatchRPush", "rpush", root.SpanContext().TraceID().String()} {
-		if want == root.SpanContext().TraceID().String() {
-			id := root.SpanContext().TraceID()
-			want = string(id[:])
-		}
-		if !strings.Contains(all, want) {
-			t.Errorf("the receiver got %d requests without %q", requests, want)
-		}
-	}
-}
-
-func joinBytes(bs [][]byte) []byte {
-	var out []byte
-	for _, b := range bs {
-		out = append(out, b...)
-	}
-	return out
-}
-
-func TestSetupRejectsAnUnknownExporter(t *testing.T) {
-	t.Setenv("OTEL_TRACES_EXPORTER", "carrier-pigeon")
-	_, err := telemetry.Setup(context.Background(), telemetry.WithGlobal(false))
-	if err == nil || !strings.Contains(err.Error(), "OTEL_TRACES_EXPORTER") {
-		t.Fatalf("got %v", err)
 	}
 }
 

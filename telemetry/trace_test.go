@@ -8,7 +8,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/redisconn/redisconn/conn"
 	"github.com/redisconn/redisconn/internal/redistest"
-	"github.com/redisconn/redisconn/telemetry"
+	"github.com/redisconn/redisconn/otelsetup"
 	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -186,8 +186,8 @@ func TestFailedBatchSpanSaysHowFarItGot(t *testing.T) {
 func TestClusterWorkerIsInstrumented(t *testing.T) {
 	cluster := redistest.StartCluster(t, redistest.ClusterOptions{Masters: 3})
 	spans := tracetest.NewInMemoryExporter()
-	tel, err := telemetry.Setup(context.Background(), telemetry.WithGlobal(false), telemetry.WithSpanExporter(spans),
-		telemetry.WithSampler(sdktrace.AlwaysSample()))
+	tel, err := otelsetup.Setup(context.Background(), otelsetup.WithGlobal(false), otelsetup.WithSpanExporter(spans),
+		otelsetup.WithSampler(sdktrace.AlwaysSample()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,7 +32,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/redisconn/redisconn/conn"
 	"github.com/redisconn/redisconn/examples/agentrun"
-	"github.com/redisconn/redisconn/telemetry"
+	"github.com/redisconn/redisconn/otelsetup"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
 )
@@ -58,7 +58,7 @@ func envOr(name, def string) string {
 func run(listen string, defaultResponses int, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	tel, err := telemetry.Setup(ctx, telemetry.WithServiceName("agent-api"))
+	tel, err := otelsetup.Setup(ctx, otelsetup.WithServiceName("agent-api"))
 	if err != nil {
 		return err
 	}
@@ -96,7 +96,7 @@ type server struct {
 }
 
 // newServer returns the API's routes.
-func newServer(api *conn.API, tel *telemetry.Telemetry, defaultResponses int, log *slog.Logger) http.Handler {
+func newServer(api *conn.API, tel *otelsetup.Telemetry, defaultResponses int, log *slog.Logger) http.Handler {
 	s := &server{api: api, log: log, defaultResponses: defaultResponses}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /runs", s.startRun)

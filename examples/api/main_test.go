@@ -16,7 +16,7 @@ import (
 	"github.com/redisconn/redisconn/conn"
 	"github.com/redisconn/redisconn/examples/agentrun"
 	"github.com/redisconn/redisconn/internal/redistest"
-	"github.com/redisconn/redisconn/telemetry"
+	"github.com/redisconn/redisconn/otelsetup"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
 
@@ -24,7 +24,7 @@ import (
 type platform struct {
 	srv   *httptest.Server
 	api   *conn.API
-	tel   *telemetry.Telemetry
+	tel   *otelsetup.Telemetry
 	spans *tracetest.InMemoryExporter
 }
 
@@ -32,7 +32,7 @@ func newPlatform(t *testing.T, delay time.Duration) *platform {
 	t.Helper()
 	redisSrv := redistest.Start(t, redistest.Options{})
 	spans := tracetest.NewInMemoryExporter()
-	tel, err := telemetry.Setup(context.Background(), telemetry.WithGlobal(false), telemetry.WithSpanExporter(spans))
+	tel, err := otelsetup.Setup(context.Background(), otelsetup.WithGlobal(false), otelsetup.WithSpanExporter(spans))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ import (
 	"github.com/redisconn/redisconn/conn"
 	"github.com/redisconn/redisconn/examples/agentrun"
 	"github.com/redisconn/redisconn/internal/redistest"
-	"github.com/redisconn/redisconn/telemetry"
+	"github.com/redisconn/redisconn/otelsetup"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
@@ -47,8 +47,8 @@ func TestNoSecretInAnythingEmitted(t *testing.T) {
 	const password = "Pa55-w0rd-never-printed"
 	srv := redistest.Start(t, redistest.Options{Password: password})
 	spans := tracetest.NewInMemoryExporter()
-	tel, err := telemetry.Setup(context.Background(), telemetry.WithGlobal(false), telemetry.WithSpanExporter(spans),
-		telemetry.WithSampler(sdktrace.AlwaysSample()))
+	tel, err := otelsetup.Setup(context.Background(), otelsetup.WithGlobal(false), otelsetup.WithSpanExporter(spans),
+		otelsetup.WithSampler(sdktrace.AlwaysSample()))
 	if err != nil {
 		t.Fatal(err)
 	}

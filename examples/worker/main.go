@@ -21,7 +21,7 @@ import (
 
 	"github.com/redisconn/redisconn/conn"
 	"github.com/redisconn/redisconn/examples/agentrun"
-	"github.com/redisconn/redisconn/telemetry"
+	"github.com/redisconn/redisconn/otelsetup"
 )
 
 func main() {
@@ -48,7 +48,7 @@ func envOr(name, def string) string {
 func run(listen, name string, runs int, opt agentrun.ProduceOptions, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	tel, err := telemetry.Setup(ctx, telemetry.WithServiceName("agent-worker"))
+	tel, err := otelsetup.Setup(ctx, otelsetup.WithServiceName("agent-worker"))
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,14 @@
-package telemetry
+// Package otelsetup builds the OpenTelemetry SDK for an application that uses
+// redisconn: a MeterProvider behind the official Prometheus exporter (with the
+// Go and process collectors) served at /metrics as OpenMetrics with exemplars,
+// a TracerProvider whose exporter follows the standard OTEL_* variables
+// (contrib autoexport: OTLP over HTTP or gRPC, console, none), and the W3C
+// propagators.
+//
+// It is the application side of the telemetry: the library packages (conn,
+// telemetry) depend on the OpenTelemetry API only and never import it, so a
+// program that brings its own SDK pays for none of this.
+package otelsetup
 
 import (
 	"context"
@@ -110,14 +120,14 @@ func Setup(ctx context.Context, opts ...SetupOption) (*Telemetry, error) {
 	}
 	res, err := newResource(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("telemetry: resource: %w", err)
+		return nil, fmt.Errorf("otelsetup: resource: %w", err)
 	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	promExporter, err := otelprom.New(otelprom.WithRegisterer(reg))
 	if err != nil {
-		return nil, fmt.Errorf("telemetry: prometheus exporter: %w", err)
+		return nil, fmt.Errorf("otelsetup: prometheus exporter: %w", err)
 	}
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(promExporter), sdkmetric.WithResource(res))
 
@@ -126,7 +136,7 @@ func Setup(ctx context.Context, opts ...SetupOption) (*Telemetry, error) {
 		exporter, err = autoexport.NewSpanExporter(ctx)
 		if err != nil {
 			_ = mp.Shutdown(ctx)
-			return nil, fmt.Errorf("telemetry: trace exporter from OTEL_TRACES_EXPORTER / OTEL_EXPORTER_OTLP_*: %w", err)
+			return nil, fmt.Errorf("otelsetup: trace exporter from OTEL_TRACES_EXPORTER / OTEL_EXPORTER_OTLP_*: %w", err)
 		}
 	}
 	tpOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithBatcher(exporter)}
