@@ -109,19 +109,21 @@ var signals = []Signal{
 	},
 	{
 		Name: LimiterInFlight, Kind: KindUpDownCounter, Unit: "{operation}",
-		Description: "Operations (round trips) holding a limiter permit now.",
+		Description: "Operations, that is round trips, holding a limiter permit now (a coalesced round trip is one).",
 	},
 	{
-		Name: LimiterWaiting, Kind: KindUpDownCounter, Unit: "{operation}",
-		Description: "Callers waiting now: for a limiter permit, or with a command in the worker's coalescing queue.",
+		Name: LimiterWaiting, Kind: KindUpDownCounter, Unit: "{caller}",
+		Description: "Callers whose command is not sent yet: waiting for a limiter permit, or queued for a coalesced round trip " +
+			"(a round trip waiting for its permit counts once).",
 	},
 	{
 		Name: LimiterLimit, Kind: KindGauge, Unit: "{operation}",
 		Description: "Most operations the limiter lets run at once.",
 	},
 	{
-		Name: LimiterRejected, Kind: KindCounter, Unit: "{operation}", Attributes: []attribute.Key{AttrReason},
-		Description: "Permit requests refused: the caller's context ended (reason=context) or the manager closed (reason=closed).",
+		Name: LimiterRejected, Kind: KindCounter, Unit: "{caller}", Attributes: []attribute.Key{AttrReason},
+		Description: "Callers that gave up before their command was sent: their context ended while they waited (reason=context) " +
+			"or the manager closed (reason=closed).",
 	},
 	{
 		Name: ConnectionCount, Kind: KindUpDownCounter, Unit: "{connection}", Attributes: []attribute.Key{AttrState},
