@@ -120,10 +120,22 @@ func printTargets(rows []row) {
 		check("S1 Worker@5000 p99 / AutoPipeline@5000 p99 (ms/ms)", w5.P99Micros/max(ap5.P99Micros, 1), 1.0, w5.P99Micros <= ap5.P99Micros)
 		check("S1 Worker@5000 errors + pool timeouts", float64(w5.Errors+w5.PoolTimeouts), 0, w5.Errors+w5.PoolTimeouts == 0)
 	}
+	if r5 := find(rows, "S1-5000", "rueidis"); w5.Variant != "" && r5.Variant != "" {
+		check("S1 Worker@5000 / rueidis@5000 throughput", cross(w5, r5), 1.0, cross(w5, r5) >= 1.0)
+	}
+	if ap1 := find(rows, "S1-100", "autopipeline"); w1.Variant != "" && ap1.Variant != "" {
+		check("S1 Worker@100 / AutoPipeline@100 throughput", cross(w1, ap1), 1.0, cross(w1, ap1) >= 1.0)
+	}
+	if r1 := find(rows, "S1-100", "rueidis"); w1.Variant != "" && r1.Variant != "" {
+		fmt.Printf("  %-58s %8.2f (information)\n", "S1 Worker@100 / rueidis@100 throughput", cross(w1, r1))
+	}
 	if w5.Variant != "" && w1.Variant != "" {
 		check("S1 Worker@5000 / Worker@100 throughput", cross(w5, w1), 0.95, cross(w5, w1) >= 0.95)
 	}
 	b := find(rows, "S2", "batchrpush")
+	if rr := find(rows, "S2", "rueidis"); b.Variant != "" && rr.Variant != "" {
+		check("S2 BatchRPush / rueidis one RPUSH of 50 items/s", cross(b, rr), 1.0, cross(b, rr) >= 1.0)
+	}
 	if rb := find(rows, "S2", "redis-benchmark"); rb.Variant != "" {
 		check("S2 BatchRPush / redis-benchmark -P 50 items/s", b.Ratio, 1.0, b.Ratio >= 1.0)
 	}
