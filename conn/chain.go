@@ -23,14 +23,16 @@ import (
 //     a pipeline, a transaction, a coalesced round trip. Outside telemetry, so
 //     the time spent waiting is not counted as command time but recorded as
 //     the limiter wait.
-//  4. pool timeout: a pool timeout gets the role and a snapshot of pool and
+//  4. coalescing's inner half (Worker): a round trip that has its permit is
+//     sent; callers that gave up before that leave it, unsent.
+//  5. pool timeout: a pool timeout gets the role and a snapshot of pool and
 //     limiter (PoolTimeoutError). Inside the limiter, so the snapshot counts
 //     the operation that timed out.
-//  5. telemetry: spans, then metrics (per node in a cluster), inside the
+//  6. telemetry: spans, then metrics (per node in a cluster), inside the
 //     permit: they measure the round trip as Redis saw it.
-//  6. handshake: connection set-up failures become the errors callers
+//  7. handshake: connection set-up failures become the errors callers
 //     branch on (ErrMaxClients, a dial failure, or a *SetupError).
-//  7. the user's hooks (AddHook), then go-redis.
+//  8. the user's hooks (AddHook), then go-redis.
 //
 // What the user's hooks see: every operation as it reaches Redis. A plain
 // command is one ProcessHook call; a coalesced round trip is one
@@ -46,6 +48,9 @@ func (m *manager) addHooks(c redis.UniversalClient, limited bool) {
 	}
 	if limited && m.limiter != nil {
 		c.AddHook(limiterHook{l: m.limiter})
+	}
+	if limited && m.coalescer != nil {
+		c.AddHook(coalesceSendHook{c: m.coalescer})
 	}
 	c.AddHook(poolTimeoutHook{m: m})
 	cc, isCluster := c.(*redis.ClusterClient)
@@ -169,15 +174,17 @@ func limiterWaitFrom(ctx context.Context) (time.Duration, bool) {
 	return d, ok && d >= 0
 }
 
-func withRoundTrip(ctx context.Context, rt *telemetry.RoundTrip) context.Context {
+func withRoundTrip(ctx context.Context, rt *roundTrip) context.Context {
 	return context.WithValue(ctx, roundTripKey{}, rt)
 }
 
-// roundTripFrom describes the coalesced round trip in ctx; nil for any other
-// operation.
+// roundTripFrom describes, for telemetry, the coalesced round trip in ctx;
+// nil for any other operation.
 func roundTripFrom(ctx context.Context) *telemetry.RoundTrip {
-	rt, _ := ctx.Value(roundTripKey{}).(*telemetry.RoundTrip)
-	return rt
+	if rt, ok := ctx.Value(roundTripKey{}).(*roundTrip); ok {
+		return &rt.desc
+	}
+	return nil
 }
 
 // isSetupCmd reports connection set-up commands that go-redis sends itself.

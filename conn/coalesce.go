@@ -38,6 +38,31 @@ func (h coalesceHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.
 	return next
 }
 
+// coalesceSendHook is the coalescing's inner half, right inside the limiter:
+// when a coalesced round trip has its permit, it is sent, and from then on
+// its callers wait for it. This hook marks that moment and drops the
+// commands whose callers gave up before it (their commands are never sent).
+// Other pipelines and all commands pass unchanged.
+type coalesceSendHook struct{ c *coalescer }
+
+func (h coalesceSendHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h coalesceSendHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (h coalesceSendHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		rt, ok := ctx.Value(roundTripKey{}).(*roundTrip)
+		if !ok || !rt.carries(cmds) {
+			return next(ctx, cmds)
+		}
+		send := rt.admit(h.c)
+		if len(send) == 0 {
+			return nil // every caller gave up
+		}
+		return next(ctx, send)
+	}
+}
+
 // coalescer sends concurrent callers' single commands together: callers
 // queue their command and a few flushers send what has queued as one
 // pipeline, a round trip. Under load one round trip carries hundreds of
@@ -53,11 +78,10 @@ func (h coalesceHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.
 //     which go-redis bounds by the socket timeout), and reads until the latest
 //     of them. So a caller returns at most deadlineSpread after its own
 //     deadline, plus scheduling delay, whatever else is waiting.
-//   - While its command is queued, its context ending returns ctx.Err() at
-//     once and the command is never sent. Once a flusher took the command
-//     into a round trip, the caller waits for that round trip (go-redis
-//     writes the reply into the command until it ends), which its deadline
-//     bounds as above.
+//   - Until its round trip has a permit and is sent, its context ending
+//     returns ctx.Err() at once and the command is never sent. Once sent, the
+//     caller waits for the round trip (go-redis writes the reply into the
+//     command until it ends), which its deadline bounds as above.
 //   - A command whose reply arrived keeps it: a round trip is never re-sent
 //     whole. Of the commands without a reply, only those that were certainly
 //     not run go again (see retryable), at most MaxRetries times: nothing was
@@ -71,25 +95,35 @@ func (h coalesceHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.
 // A round trip is an ordinary pipeline of the Worker's client: go-redis hands
 // a hook only the single-command chain, so the coalescer cannot reach the
 // pipeline chain inside it directly. Its pipelines pass the closed check and
-// this hook's pipeline side untouched (pipelines are never coalesced), then
-// the limiter, telemetry and the user's hooks, as any pipeline does.
+// coalesceHook's pipeline side untouched (pipelines are never coalesced),
+// take their permit in the limiter, are admitted by coalesceSendHook, and go
+// on through telemetry and the user's hooks, as any pipeline does. Until it
+// is admitted, the pipeline carries queuedCmd stand-ins, so that the outer
+// hooks' errors (closed, no permit) reach only callers still waiting.
 type coalescer struct {
-	client     redis.UniversalClient
-	maxBatch   int
-	maxRetries int
+	client redis.UniversalClient
+	// closed is the manager's: a round trip started after Close is refused
+	// by the closed check, one started before by the limiter.
+	closedManager *atomic.Bool
+	maxBatch      int
+	maxRetries    int
 
 	mu     sync.Mutex
 	ready  *sync.Cond
 	open   []*generation // generations not taken yet, oldest first
 	queued int           // commands queued and not cancelled
+	// unsent callers wait in unsentTrips taken round trips for a permit.
+	unsent, unsentTrips int
+	// sent callers wait for the reply of their round trip, in flight.
+	sent int
 	// sizeHint is the size of the last generation taken: a new generation
 	// starts with that capacity, so under steady load it never regrows.
 	sizeHint int
 	closed   bool
 
 	// Callers refused before their command was sent, by reason; of them,
-	// refusedContext and refusedClose round trips were refused a permit by
-	// the limiter, which counted each once.
+	// the callers of the refused* round trips that the limiter refused a
+	// permit, and counted once each.
 	rejectedContext, rejectedClose atomic.Int64
 	refusedContext, refusedClose   atomic.Int64
 	roundTrips, commands           atomic.Int64
@@ -107,11 +141,10 @@ type generation struct {
 	// [lo, hi]. Without deadline, none of its items has one.
 	hasDeadline bool
 	lo, hi      time.Time
-	taken       bool // a flusher took it (under mu); items are frozen from then on
-	// gaveUp counts callers that gave up after it was taken, and cancel ends
-	// its round trip's context (under mu): a round trip that every caller
-	// gave up on stops waiting for its permit and is never sent.
-	gaveUp int
+	taken       bool // a flusher took it (under mu); no item joins from then on
+	sent        bool // its round trip was admitted (under mu); no caller leaves from then on
+	// cancel ends its round trip's context (under mu): a round trip that
+	// every caller gave up on stops waiting for its permit.
 	cancel context.CancelFunc
 	done   chan struct{}
 	failed error // set before done is closed when it was never sent (ErrClosed)
@@ -120,7 +153,28 @@ type generation struct {
 type item struct {
 	telemetry.Caller
 	cmd       redis.Cmder
-	cancelled bool // its caller gave up before it was taken (under mu)
+	cancelled bool // its caller gave up before its round trip was sent (under mu)
+	stand     queuedCmd
+}
+
+// queuedCmd stands for a command in its round trip's pipeline until the
+// round trip is admitted (coalesceSendHook): an error that an outer hook sets
+// on the pipeline (closed, no permit) reaches the command only if its caller
+// still waits, so a caller that gave up owns its command alone.
+type queuedCmd struct {
+	redis.Cmder
+	c *coalescer
+	g *generation
+	i int
+}
+
+// SetErr sets err on the command unless its caller gave up.
+func (q *queuedCmd) SetErr(err error) {
+	q.c.mu.Lock()
+	defer q.c.mu.Unlock()
+	if !q.g.items[q.i].cancelled {
+		q.Cmder.SetErr(err)
+	}
 }
 
 // Coalescing parameters, chosen by measurement (make bench, BenchmarkCoalescing).
@@ -151,8 +205,8 @@ func deadlineSpread(now, dl time.Time) time.Duration {
 	return max(dl.Sub(now)/10, minDeadlineSpread)
 }
 
-func newCoalescer(client redis.UniversalClient, flushers, maxRetries int) *coalescer {
-	c := &coalescer{client: client, maxBatch: coalesceMaxBatch, maxRetries: maxRetries}
+func newCoalescer(client redis.UniversalClient, closed *atomic.Bool, flushers, maxRetries int) *coalescer {
+	c := &coalescer{client: client, closedManager: closed, maxBatch: coalesceMaxBatch, maxRetries: maxRetries}
 	c.ready = sync.NewCond(&c.mu)
 	c.wg.Add(flushers)
 	for i := 0; i < flushers; i++ {
@@ -193,22 +247,25 @@ func (c *coalescer) do(ctx context.Context, cmd redis.Cmder) error {
 	case <-ctx.Done():
 	}
 	c.mu.Lock()
-	if !g.taken {
+	if !g.sent {
 		g.items[i].cancelled = true
 		g.live--
-		c.queued--
+		if g.taken {
+			c.unsent--
+			if g.live == 0 && g.cancel != nil {
+				g.cancel()
+			}
+		} else {
+			c.queued--
+		}
 		c.mu.Unlock()
 		c.rejectedContext.Add(1)
 		err := ctx.Err()
 		cmd.SetErr(err)
 		return err
 	}
-	g.gaveUp++
-	if g.gaveUp == g.live && g.cancel != nil {
-		g.cancel()
-	}
 	c.mu.Unlock()
-	// Taken: go-redis may still write the reply into cmd. The round trip
+	// Sent: go-redis may still write the reply into cmd. The round trip
 	// reads until the latest deadline of its commands, close to this one.
 	<-g.done
 	return c.result(g, cmd)
@@ -273,8 +330,11 @@ func (c *coalescer) take() *generation {
 		c.queued -= g.live
 		c.sizeHint = len(g.items)
 		if g.live > 0 {
+			c.unsent += g.live
+			c.unsentTrips++
 			return g
 		}
+		g.sent = true
 		close(g.done) // every caller gave up
 	}
 }
@@ -292,47 +352,104 @@ func (c *coalescer) flusher() {
 	}
 }
 
-// roundTrip is a flusher's buffers for the commands of one generation.
+// roundTrip is a flusher's buffers for the commands of one generation, and
+// what the hooks inside learn of it from its context: coalesceSendHook
+// admits it, telemetry reads desc.
 type roundTrip struct {
+	g       *generation
+	pipe    []redis.Cmder // what the flusher hands the pipeline: stand-ins, then the commands
+	idx     []int         // the items of cmds
 	cmds    []redis.Cmder
 	callers []telemetry.Caller
+	wire    []redis.Cmder // what goes on from coalesceSendHook
 	desc    telemetry.RoundTrip
+}
+
+// carries reports whether cmds is this round trip's pipeline (and not, say,
+// the set-up of a connection it needed, which runs in its context).
+func (rt *roundTrip) carries(cmds []redis.Cmder) bool {
+	return len(cmds) > 0 && len(cmds) == len(rt.pipe) && cmds[0] == rt.pipe[0]
+}
+
+// admit marks the round trip sent, drops the commands whose callers gave up
+// (the first time), and returns what goes to Redis: go-redis's own retries
+// off, since go-redis would send a failed pipeline again whole, answered
+// commands included (its retries are decided per pipeline, and one command
+// that refuses retries turns them off for all).
+func (rt *roundTrip) admit(c *coalescer) []redis.Cmder {
+	g := rt.g
+	c.mu.Lock()
+	if !g.sent {
+		g.sent = true
+		c.unsent -= g.live
+		c.unsentTrips--
+		c.sent += g.live
+		n := 0
+		for k, i := range rt.idx {
+			if !g.items[i].cancelled {
+				rt.idx[n], rt.cmds[n], rt.callers[n] = i, rt.cmds[k], rt.callers[k]
+				n++
+			}
+		}
+		clear(rt.cmds[n:])
+		clear(rt.callers[n:])
+		rt.idx, rt.cmds, rt.callers = rt.idx[:n], rt.cmds[:n], rt.callers[:n]
+	}
+	c.mu.Unlock()
+	rt.wire = append(rt.wire[:0], rt.cmds...)
+	if len(rt.wire) > 0 {
+		rt.wire[0] = noRetry{rt.wire[0]}
+	}
+	rt.desc.Callers, rt.desc.Cmds = rt.callers, rt.wire
+	return rt.wire
 }
 
 // send sends the generation's live commands, and sends again those that got
 // no reply where that is safe (see coalescer).
 func (rt *roundTrip) send(c *coalescer, g *generation) {
-	rt.cmds, rt.callers = rt.cmds[:0], rt.callers[:0]
-	for i := range g.items {
-		if it := &g.items[i]; !it.cancelled {
-			rt.cmds = append(rt.cmds, it.cmd)
-			rt.callers = append(rt.callers, it.Caller)
-		}
-	}
-	defer func() { clear(rt.cmds); clear(rt.callers) }()
+	rt.g = g
+	rt.pipe, rt.idx, rt.cmds, rt.callers = rt.pipe[:0], rt.idx[:0], rt.cmds[:0], rt.callers[:0]
 	ctx, cancel := context.WithCancel(context.Background())
 	if g.hasDeadline {
 		ctx, cancel = context.WithDeadline(context.Background(), g.hi)
 	}
 	defer cancel()
 	c.mu.Lock()
+	for i := range g.items {
+		if it := &g.items[i]; !it.cancelled {
+			it.stand = queuedCmd{Cmder: it.cmd, c: c, g: g, i: i}
+			rt.pipe = append(rt.pipe, &it.stand)
+			rt.idx = append(rt.idx, i)
+			rt.cmds = append(rt.cmds, it.cmd)
+			rt.callers = append(rt.callers, it.Caller)
+		}
+	}
 	g.cancel = cancel
-	if g.gaveUp == g.live {
+	if g.live == 0 {
 		cancel()
 	}
 	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		if g.sent {
+			c.sent -= g.live
+		}
+		c.mu.Unlock()
+		clear(rt.pipe)
+		clear(rt.cmds)
+		clear(rt.callers)
+		clear(rt.wire)
+		rt.g = nil
+	}()
+	if len(rt.pipe) == 0 {
+		rt.settle(c, nil, false)
+		return
+	}
+	ctx = withRoundTrip(ctx, rt)
 	for attempt := 0; ; attempt++ {
-		rt.desc.Callers = rt.callers
-		err := rt.exec(withRoundTrip(ctx, &rt.desc), c.client)
-		switch err {
-		case context.Canceled, context.DeadlineExceeded:
-			// The limiter refused the round trip a permit: nothing was sent.
-			c.refusedContext.Add(1)
-			c.rejectedContext.Add(int64(len(rt.cmds)))
-			return
-		case ErrClosed:
-			c.refusedClose.Add(1)
-			c.rejectedClose.Add(int64(len(rt.cmds)))
+		closedBefore := c.closedManager.Load()
+		err := rt.exec(ctx, c.client)
+		if rt.settle(c, err, !closedBefore) {
 			return
 		}
 		c.roundTrips.Add(1)
@@ -354,22 +471,51 @@ func (rt *roundTrip) send(c *coalescer, g *generation) {
 		if n == 0 || !sleepBackoff(ctx, attempt) {
 			return
 		}
+		rt.pipe = append(rt.pipe[:0], rt.cmds...)
 	}
 }
 
-// exec sends rt.cmds as one pipeline, with go-redis's own retries off:
-// go-redis would send a failed pipeline again whole, answered commands
-// included (its retries are decided for the pipeline, and one command that
-// refuses retries turns them off for all).
+// settle accounts for a round trip that was never admitted (the limiter
+// refused it a permit, or the Worker closed) and reports whether that was so:
+// its remaining callers have the error already (through their stand-ins).
+// viaLimiter says that a refusal came from the limiter, which counted it.
+func (rt *roundTrip) settle(c *coalescer, err error, viaLimiter bool) bool {
+	g := rt.g
+	c.mu.Lock()
+	if g.sent {
+		c.mu.Unlock()
+		return false
+	}
+	g.sent = true
+	n := int64(g.live)
+	c.unsent -= g.live
+	c.unsentTrips--
+	c.sent += g.live // what send's deferred accounting takes off again
+	c.mu.Unlock()
+	// Its callers count as refused, not the round trip.
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrClosed):
+		c.rejectedClose.Add(n)
+		if viaLimiter {
+			c.refusedClose.Add(1)
+		}
+	default: // the limiter: the context ended
+		c.rejectedContext.Add(n)
+		c.refusedContext.Add(1)
+	}
+	return true
+}
+
+// exec sends rt.pipe as one pipeline of the Worker's client.
 func (rt *roundTrip) exec(ctx context.Context, client redis.UniversalClient) error {
 	pipe := client.Pipeline()
-	_ = pipe.Process(ctx, noRetry{rt.cmds[0]})
-	for _, cmd := range rt.cmds[1:] {
+	for _, cmd := range rt.pipe {
 		_ = pipe.Process(ctx, cmd)
 	}
 	_, err := pipe.Exec(ctx)
-	if err == nil || err == redis.Nil {
-		return nil
+	if err == nil || err == redis.Nil || !rt.g.sent {
+		return err
 	}
 	// A failure before any reply that is a server error (a refused AUTH while
 	// setting up the connection) is not set on the commands by go-redis.
@@ -484,7 +630,8 @@ func (c *coalescer) close() {
 
 // coalescerCounts is what ConnectionInfo and the metrics read.
 type coalescerCounts struct {
-	queued                         int64
+	queued, unsent, unsentTrips    int64
+	sent                           int64
 	rejectedContext, rejectedClose int64
 	refusedContext, refusedClose   int64
 	roundTrips, commands           int64
@@ -492,10 +639,10 @@ type coalescerCounts struct {
 
 func (c *coalescer) counts() coalescerCounts {
 	c.mu.Lock()
-	queued := int64(c.queued)
+	queued, unsent, trips, sent := int64(c.queued), int64(c.unsent), int64(c.unsentTrips), int64(c.sent)
 	c.mu.Unlock()
 	return coalescerCounts{
-		queued:          queued,
+		queued: queued, unsent: unsent, unsentTrips: trips, sent: sent,
 		rejectedContext: c.rejectedContext.Load(), rejectedClose: c.rejectedClose.Load(),
 		refusedContext: c.refusedContext.Load(), refusedClose: c.refusedClose.Load(),
 		roundTrips: c.roundTrips.Load(), commands: c.commands.Load(),

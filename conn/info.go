@@ -81,8 +81,8 @@ type LimiterInfo struct {
 	// InFlight is how many round trips hold a permit now.
 	InFlight int64 `json:"in_flight"`
 	// Waiting is how many callers wait for their command to be sent: for a
-	// permit, or queued for a coalesced round trip. A round trip waiting for
-	// its permit counts once.
+	// permit, or queued for a coalesced round trip (a round trip waiting for
+	// its permit counts its callers).
 	Waiting int64 `json:"waiting"`
 	// Rejected counts callers that gave up before their command was sent:
 	// their context ended while they waited, or the manager was closed.
@@ -95,9 +95,13 @@ type LimiterInfo struct {
 	Acquired int64 `json:"acquired"`
 	Waited   int64 `json:"waited"`
 	// Queued is how many callers' commands wait in the coalescing queue now
-	// (part of Waiting); CoalescedRoundTrips and CoalescedCommands count the
-	// round trips the coalescer sent and the commands they carried.
+	// (part of Waiting); InFlightCallers, how many callers' commands are in
+	// coalesced round trips in flight (sent, reply not read yet: behind a
+	// stalled server, they are the ones waiting). CoalescedRoundTrips and
+	// CoalescedCommands count the round trips the coalescer sent and the
+	// commands they carried.
 	Queued              int64 `json:"queued"`
+	InFlightCallers     int64 `json:"in_flight_callers"`
 	CoalescedRoundTrips int64 `json:"coalesced_round_trips"`
 	CoalescedCommands   int64 `json:"coalesced_commands"`
 }
@@ -112,8 +116,9 @@ func (m *manager) limiterInfo() LimiterInfo {
 	}
 	if m.coalescer != nil {
 		c := m.coalescer.counts()
-		li.Queued = c.queued
-		li.Waiting += c.queued
+		li.Queued, li.InFlightCallers = c.queued, c.sent
+		// A round trip waiting for its permit counts its callers, not itself.
+		li.Waiting = max(li.Waiting-c.unsentTrips, 0) + c.queued + c.unsent
 		// A round trip refused a permit counts its callers, not itself.
 		li.RejectedContext += c.rejectedContext - c.refusedContext
 		li.RejectedClosed += c.rejectedClose - c.refusedClose

@@ -157,7 +157,7 @@ func newManager(ctx context.Context, role Role, cfg Config, opts []Option) (*man
 	if role == RoleWorker {
 		m.limiter = newLimiter(cfg.MaxConcurrentOps)
 		if !m.opts.noCoalescing {
-			m.coalescer = newCoalescer(client, min(m.opts.flushers, cfg.MaxConcurrentOps), defaultMaxRetries)
+			m.coalescer = newCoalescer(client, &m.closed, min(m.opts.flushers, cfg.MaxConcurrentOps), defaultMaxRetries)
 		}
 		if !m.cluster {
 			held, err := m.newClient(heldPoolSize(cfg))

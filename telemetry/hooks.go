@@ -36,8 +36,17 @@ type Operations struct {
 // redisconn.batch.size sample, its number of commands. Their exemplars point
 // at a sampled caller's trace when there is one.
 type RoundTrip struct {
-	// Callers has one entry per command of the pipeline, in order.
+	// Cmds are the pipeline's commands, and Callers has one entry per
+	// command, in order. A pipeline is this round trip when it holds these
+	// very commands (a connection's set-up, say, runs in the round trip's
+	// context and is not).
+	Cmds    []redis.Cmder
 	Callers []Caller
+}
+
+// carries reports whether cmds is the round trip's pipeline.
+func (rt *RoundTrip) carries(cmds []redis.Cmder) bool {
+	return rt != nil && len(cmds) > 0 && len(cmds) == len(rt.Cmds) && len(rt.Callers) == len(cmds) && cmds[0] == rt.Cmds[0]
 }
 
 // Caller is the caller of one command of a coalesced round trip.
@@ -92,7 +101,7 @@ func (h *operationHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redi
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		start := time.Now()
 		err := next(ctx, cmds)
-		if rt := h.ops.RoundTrip(ctx); rt != nil && len(rt.Callers) == len(cmds) {
+		if rt := h.ops.RoundTrip(ctx); rt.carries(cmds) {
 			h.roundTrip(rt, cmds, start, err)
 			return err
 		}

@@ -118,7 +118,7 @@ func (h *tracingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 
 func (h *tracingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if rt := h.ops.RoundTrip(ctx); rt != nil && len(rt.Callers) == len(cmds) {
+		if rt := h.ops.RoundTrip(ctx); rt.carries(cmds) {
 			sent := time.Now()
 			err := next(ctx, cmds)
 			h.roundTrip(rt, cmds, sent, time.Now())
