@@ -3,13 +3,13 @@ GO      ?= go
 GOFLAGS ?=
 PKGS    := ./...
 
-.PHONY: all deps demo demo-contrast test rules e2e generate bench-go lint vet fmt-check bench fuzz clean
+.PHONY: all deps jaeger demo demo-contrast test rules e2e generate bench-go lint vet fmt-check bench fuzz clean
 
 all: test
 
 ## demo: the main job: redis-server, Prometheus, the API, two workers and a load driver
 ## for DEMO_DURATION (30s), a summary, the before/after table, then everything stopped
-demo: deps
+demo: deps jaeger
 	$(GO) run ./examples/demo
 
 ## demo-contrast: only the before/after comparison (one shared pool vs conn.Worker)
@@ -20,6 +20,12 @@ demo-contrast: deps
 deps:
 	@./scripts/deps.sh
 
+## jaeger: build Jaeger v2 (tools/go.mod) for the demo's and e2e's traces, once, with
+## progress: ~9 min the first time on 2 cores, instant after (scripts/jaeger.sh).
+## DEMO_TRACES=0 skips it for `make demo`.
+jaeger:
+	@if [ "$(DEMO_TRACES)" = 0 ] && [ "$(MAKECMDGOALS)" = demo ]; then echo "jaeger: skipped (DEMO_TRACES=0)"; else ./scripts/jaeger.sh; fi
+
 ## test: deps, then format, vet, the Prometheus rules (promtool) and the whole suite under the race detector
 test: deps lint rules
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
@@ -29,9 +35,9 @@ rules:
 	promtool check rules alerts/redisconn.rules.yml
 	cd alerts && promtool test rules redisconn.rules.test.yml
 
-## e2e: the dashboards and alert rules proven against a real Prometheus and redis-server
-e2e: deps
-	$(GO) test -tags e2e -count=1 -timeout 10m -v ./e2e/
+## e2e: the dashboards and alert rules against a real Prometheus, and the traces of a run against a real Jaeger
+e2e: deps jaeger
+	$(GO) test -tags e2e -count=1 -timeout 30m -v ./e2e/
 
 ## generate: regenerate dashboards/redisconn.json from dashboards/dashboards.go
 generate:
