@@ -17,8 +17,8 @@ type WaterfallOptions struct {
 	// before the rest are summed up in one line ("⋮ 72 more BatchRPush");
 	// spans with an error are always shown. 0 shows every span.
 	Collapse int
-	// Focus, a span id, shows only that span and its ancestors, the span
-	// marked with FocusLabel.
+	// Focus, a span id, shows only that span, its ancestors and the spans
+	// below it, the span marked with FocusLabel.
 	Focus, FocusLabel string
 	// MaxName caps the width of the name column (default 46).
 	MaxName int
@@ -62,12 +62,22 @@ func Waterfall(w io.Writer, t *Trace, o WaterfallOptions) {
 			roots = append(roots, s)
 		}
 	}
-	keep := map[string]bool(nil) // with Focus: the span and its ancestors
+	keep := map[string]bool(nil) // with Focus: the span, its ancestors and its descendants
 	if o.Focus != "" {
 		keep = map[string]bool{}
 		for s := byID[o.Focus]; s != nil && !keep[s.SpanID]; s = byID[s.ParentID] {
 			keep[s.SpanID] = true
 		}
+		var below func(id string)
+		below = func(id string) {
+			for _, c := range children[id] {
+				if !keep[c.SpanID] {
+					keep[c.SpanID] = true
+					below(c.SpanID)
+				}
+			}
+		}
+		below(o.Focus)
 	}
 
 	// The header: the trace, its services, its length.
