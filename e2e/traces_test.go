@@ -510,3 +510,41 @@ func (p *prometheus) exemplarTraceIDs(ctx context.Context, query string) ([]stri
 	}
 	return ids, err
 }
+
+// The demo, shortened, with every run traced: its summary prints a run's
+// trace and an exemplar's trace, both fetched from its Jaeger.
+func TestDemoPrintsTracesFromJaeger(t *testing.T) {
+	if _, err := exec.LookPath("prometheus"); err != nil {
+		t.Fatal("prometheus is not installed: run `make deps` (apt-get install prometheus)")
+	}
+	jaegerBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "run", "./examples/demo",
+		"-duration", "5s", "-concurrency", "4", "-responses", "300", "-contrast=false", "-traces", "-trace-ratio", "1")
+	cmd.Dir = ".."
+	cmd.Env = append(os.Environ(), "REDIS_URL=", "OTEL_TRACES_SAMPLER=", "OTEL_TRACES_EXPORTER=", "OTEL_EXPORTER_OTLP_ENDPOINT=")
+	out, err := cmd.CombinedOutput()
+	text := string(out)
+	if err != nil {
+		t.Fatalf("demo failed: %v\n%s", err, text)
+	}
+	for _, want := range []string{
+		"jaeger      http://127.0.0.1:",
+		"traces in Jaeger (",
+		"its trace fetched back from Jaeger",
+		"└─ agent.run ",
+		"BatchRPush",
+		"wait ",
+		"an exemplar from Prometheus",
+		"◀ the exemplar's span",
+		"go run ./examples/trace -jaeger http://127.0.0.1:",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the demo's output lacks %q:\n%s", want, text)
+		}
+	}
+	if i := strings.Index(text, "traces in Jaeger ("); i >= 0 {
+		t.Logf("%s", text[i:])
+	}
+}
