@@ -170,17 +170,28 @@ func TestRunTraceInJaeger(t *testing.T) {
 	const password = "e2e-Pa55word-in-no-span"
 	srv := redistest.Start(t, redistest.Options{Password: password})
 
-	// Jaeger on free ports, in memory.
-	in, err := jaeger.NewInstance(t.TempDir(), 10000)
-	if err != nil {
-		t.Fatal(err)
+	// Jaeger on free ports, in memory; three tries, as a port chosen free
+	// can be taken by another process before Jaeger binds it.
+	var in *jaeger.Instance
+	for try := 1; in == nil; try++ {
+		cand, err := jaeger.NewInstance(t.TempDir(), 10000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		started := time.Now()
+		jp := startProc(t, "jaeger", bin, cand.Args(), nil)
+		err = cand.WaitHealthy(ctx, 30*time.Second, jp.exited)
+		switch {
+		case err == nil:
+			in = cand
+			t.Logf("jaeger healthy %v after start, query API %s", time.Since(started).Round(time.Millisecond), in.QueryURL)
+		case try == 3:
+			t.Fatal(err)
+		default:
+			t.Logf("jaeger did not start (try %d): %v", try, err)
+			_ = syscall.Kill(-jp.cmd.Process.Pid, syscall.SIGKILL)
+		}
 	}
-	started := time.Now()
-	jp := startProc(t, "jaeger", bin, in.Args(), nil)
-	if err := in.WaitHealthy(ctx, 30*time.Second, jp.exited); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("jaeger healthy %v after start, query API %s", time.Since(started).Round(time.Millisecond), in.QueryURL)
 
 	// The example API and worker, built from examples/, every trace sampled.
 	dir := t.TempDir()

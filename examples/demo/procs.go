@@ -122,6 +122,20 @@ func (p *procs) stop() {
 	}
 }
 
+// drop stops c (SIGKILL) and forgets it.
+func (p *procs) drop(c *child) {
+	_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
+	<-c.done
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, x := range p.list {
+		if x == c {
+			p.list = append(p.list[:i], p.list[i+1:]...)
+			break
+		}
+	}
+}
+
 // exited reports a child that died, with the end of its log.
 func (p *procs) exited() error {
 	p.mu.Lock()

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -58,17 +59,16 @@ func (s *stack) startJaeger(ctx context.Context, root, dir string, o options, ou
 		fmt.Fprintf(out, "  jaeger      unavailable, going on without traces: %v\n", err)
 		return []string{"OTEL_TRACES_EXPORTER=none"}
 	}
-	in, err := jaeger.NewInstance(dir, 200000)
-	if err == nil {
-		_, err = s.procs.start("jaeger", bin, in.Args(), nil)
-	}
-	if err == nil {
-		err = in.WaitHealthy(ctx, 30*time.Second, s.procs.exited)
-	}
-	if err != nil {
-		if ctx.Err() == nil {
-			fmt.Fprintf(out, "  jaeger      did not start, going on without traces: %v\n", err)
+	// Three tries: a port chosen free can be taken before Jaeger binds it.
+	var in *jaeger.Instance
+	for try := 1; try <= 3 && in == nil; try++ {
+		in, err = s.tryJaeger(ctx, bin, dir)
+		if ctx.Err() != nil {
+			return []string{"OTEL_TRACES_EXPORTER=none"}
 		}
+	}
+	if in == nil {
+		fmt.Fprintf(out, "  jaeger      did not start, going on without traces: %v\n", err)
 		return []string{"OTEL_TRACES_EXPORTER=none"}
 	}
 	s.jaeger = in
@@ -82,6 +82,32 @@ func (s *stack) startJaeger(ctx context.Context, root, dir string, o options, ou
 	}
 	fmt.Fprintf(out, "  jaeger      %s (query API; OTLP in on %s; in memory, sampler %s)\n", in.QueryURL, in.OTLPHTTP, strings.TrimSpace(s.sampler))
 	return env
+}
+
+// tryJaeger starts Jaeger on fresh ports and waits until it is healthy; on
+// failure it is stopped and forgotten, so the demo can go on without it.
+func (s *stack) tryJaeger(ctx context.Context, bin, dir string) (*jaeger.Instance, error) {
+	in, err := jaeger.NewInstance(dir, 200000)
+	if err != nil {
+		return nil, err
+	}
+	c, err := s.procs.start("jaeger", bin, in.Args(), nil)
+	if err != nil {
+		return nil, err
+	}
+	err = in.WaitHealthy(ctx, 30*time.Second, func() error {
+		select {
+		case <-c.done:
+			return fmt.Errorf("jaeger exited: %s", tail(filepath.Join(s.procs.dir, "jaeger.log"), 3))
+		default:
+			return nil
+		}
+	})
+	if err != nil {
+		s.procs.drop(c)
+		return nil, err
+	}
+	return in, nil
 }
 
 // showTraces prints one completed run's trace from Jaeger as a waterfall,
