@@ -257,6 +257,21 @@ func TestRunTraceInJaeger(t *testing.T) {
 	}
 	checkShape(t, tr, run.ID)
 
+	// The command a person runs prints the same trace, by run id and by trace id.
+	for _, arg := range []string{run.ID, traceID} {
+		cmd := exec.CommandContext(ctx, "go", "run", "./examples/trace", "-jaeger", in.QueryURL, arg)
+		cmd.Dir = ".."
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("go run ./examples/trace %s: %v\n%s", arg, err, out)
+		}
+		for _, want := range []string{"trace " + traceID, "POST /runs", "└─ agent.run", "run " + run.ID, "BatchRPush", "BatchPublish", "120 items", "wait ", apiService, workerService} {
+			if !bytes.Contains(out, []byte(want)) {
+				t.Errorf("go run ./examples/trace %s: output lacks %q:\n%s", arg, want, out)
+			}
+		}
+	}
+
 	// No key, value, channel name or password in any attribute of any span
 	// Jaeger has: every trace of both services, parsed and raw.
 	forbidden := []string{password, agentrun.QueueKey, agentrun.LockKey(run.ID), agentrun.ResponsesKey(run.ID),
