@@ -3,14 +3,19 @@ GO      ?= go
 GOFLAGS ?=
 PKGS    := ./...
 
-.PHONY: all deps demo demo-contrast test rules e2e generate bench-go lint vet fmt-check bench fuzz binsize clean
+.PHONY: all deps jaeger demo demo-contrast test rules e2e generate bench-go lint vet fmt-check bench fuzz binsize clean
 
 all: test
 
 ## demo: the main job: redis-server, Prometheus, the API, two workers and a load driver
 ## for DEMO_DURATION (30s), a summary, the before/after table, then everything stopped
+## Jaeger is built first when missing (~9 min the first time, with progress); when that
+## fails the demo runs without traces. DEMO_TRACES=0 skips Jaeger altogether.
 demo: deps
-	$(GO) run ./examples/demo
+	@traces="$(DEMO_TRACES)"; \
+	if [ "$$traces" = 0 ]; then echo "jaeger: skipped (DEMO_TRACES=0)"; \
+	elif ! ./scripts/jaeger.sh; then echo "jaeger: the build failed (see above); the demo goes on without traces"; traces=0; fi; \
+	DEMO_TRACES=$$traces $(GO) run ./examples/demo
 
 ## demo-contrast: only the before/after comparison (one shared pool vs conn.Worker)
 demo-contrast: deps
@@ -19,6 +24,11 @@ demo-contrast: deps
 ## deps: install redis-server, redis-tools and prometheus from Debian's packages when missing
 deps:
 	@./scripts/deps.sh
+
+## jaeger: build Jaeger v2 (tools/go.mod) for the demo's and e2e's traces, once, with
+## progress: ~9 min the first time on 2 cores, instant after (scripts/jaeger.sh)
+jaeger:
+	@./scripts/jaeger.sh
 
 ## test: deps, then format, vet, the Prometheus rules (promtool), the whole suite under the race
 ## detector, and the signal checks of the nested module (PromQL of dashboards and rules vs telemetry.Signals)
@@ -31,9 +41,9 @@ rules:
 	promtool check rules alerts/redisconn.rules.yml
 	cd alerts && promtool test rules redisconn.rules.test.yml
 
-## e2e: the dashboards and alert rules proven against a real Prometheus and redis-server
-e2e: deps
-	$(GO) test -tags e2e -count=1 -timeout 10m -v ./e2e/
+## e2e: the dashboards and alert rules against a real Prometheus, and the traces of a run against a real Jaeger
+e2e: deps jaeger
+	$(GO) test -tags e2e -count=1 -timeout 30m -v ./e2e/
 
 ## generate: regenerate dashboards/redisconn.json from dashboards/dashboards.go and README's
 ## metrics table from telemetry.Signals

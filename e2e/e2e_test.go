@@ -7,7 +7,12 @@
 // loaded (their `for:` shortened in a temporary copy), and the test asserts
 // through the Prometheus HTTP API that the exhaustion alerts go pending or
 // firing, that every dashboard query and every rule expression parses and
-// returns data, and that exemplars can be queried. Run: make e2e.
+// returns data, and that exemplars can be queried.
+//
+// traces_test.go proves the traces of an agent run against a real Jaeger
+// (built once from tools/go.mod by scripts/jaeger.sh when missing): the
+// example API and worker processes, a password-protected redis-server, one
+// POST /runs, one trace. Run: make e2e.
 package e2e
 
 import (

@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -34,7 +35,10 @@ import (
 	"github.com/redisconn/redisconn/examples/agentrun"
 	"github.com/redisconn/redisconn/otelsetup"
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 )
 
 func main() {
@@ -115,7 +119,64 @@ func newServer(api *conn.API, tel *otelsetup.Telemetry, defaultResponses int, lo
 	if tel != nil {
 		mux.Handle("GET /metrics", tel.Handler())
 	}
-	return mux
+	var tp trace.TracerProvider = otel.GetTracerProvider()
+	if tel != nil {
+		tp = tel.TracerProvider
+	}
+	return traced(mux, tp.Tracer("github.com/redisconn/redisconn/examples/api"))
+}
+
+// traced gives every request except /metrics and /healthz a SERVER span,
+// named like OpenTelemetry's HTTP conventions ("POST /runs", the route, not
+// the path) and joined to the caller's trace when the request carries a
+// traceparent. Its only attributes are the method, the route and the status:
+// never the path, whose run id or cache name is part of a Redis key.
+// Redis operations of the request are its children, and the run that POST
+// /runs queues carries it on, so a run's trace starts at the API.
+func traced(mux *http.ServeMux, tracer trace.Tracer) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := mux.Handler(r); pattern == "GET /metrics" || pattern == "GET /healthz" || pattern == "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		ctx := otel.GetTextMapPropagator().Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+		ctx, span := tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer),
+			trace.WithAttributes(attribute.String("http.request.method", r.Method)))
+		defer span.End()
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		req := r.WithContext(ctx)
+		mux.ServeHTTP(rec, req)
+		if _, route, ok := strings.Cut(req.Pattern, " "); ok {
+			span.SetName(r.Method + " " + route)
+			span.SetAttributes(attribute.String("http.route", route))
+		}
+		span.SetAttributes(attribute.Int("http.response.status_code", rec.status))
+		if rec.status >= 500 {
+			span.SetStatus(codes.Error, "")
+			span.SetAttributes(attribute.String("error.type", strconv.Itoa(rec.status)))
+		}
+	})
+}
+
+// statusRecorder remembers the status code a handler wrote; it still
+// flushes, for the SSE stream.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+func (s *statusRecorder) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
 }
 
 const maxResponses = 1_000_000

@@ -23,6 +23,24 @@ type loadResult struct {
 	started, completed, failed  int64
 	streamed, streamedResponses int64
 	broken                      int64 // streams that arrived incomplete or out of order
+
+	mu          sync.Mutex
+	completeIDs []string // ids of completed runs, oldest first
+}
+
+// done records a completed run.
+func (r *loadResult) done(id string) {
+	atomic.AddInt64(&r.completed, 1)
+	r.mu.Lock()
+	r.completeIDs = append(r.completeIDs, id)
+	r.mu.Unlock()
+}
+
+// completedRuns returns the ids of the completed runs, oldest first.
+func (r *loadResult) completedRuns() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.completeIDs...)
 }
 
 // drive keeps o.concurrency runs going for o.duration: every other run is
@@ -147,7 +165,7 @@ func oneRun(ctx context.Context, client *http.Client, api string, responses int,
 			atomic.AddInt64(&res.broken, 1)
 			return fmt.Errorf("run %s streamed %d of %d responses, ended %q", started.ID, n, responses, final)
 		}
-		atomic.AddInt64(&res.completed, 1)
+		res.done(started.ID)
 		return nil
 	}
 	for {
@@ -157,7 +175,7 @@ func oneRun(ctx context.Context, client *http.Client, api string, responses int,
 		}
 		switch st.Status {
 		case "completed":
-			atomic.AddInt64(&res.completed, 1)
+			res.done(started.ID)
 			return nil
 		case "stopped", "failed":
 			return fmt.Errorf("run %s ended %s", started.ID, st.Status)

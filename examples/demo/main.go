@@ -3,11 +3,13 @@
 //
 // It starts an ephemeral redis-server on a free port (unless REDIS_URL is
 // set), Prometheus with the project's rules when it is installed, the API and
-// two workers (built from examples/), and a load driver that keeps
+// two workers (built from examples/) sending their spans to Jaeger (built
+// from tools/go.mod when missing), and a load driver that keeps
 // DEMO_CONCURRENCY runs going for DEMO_DURATION, streaming every other one and
 // checking it arrives whole and in order. Then it compares one shared pool
 // without a limiter ("before") with the worker manager ("after") on the
-// original workload, prints a summary, and stops everything it started, also
+// original workload, prints a summary with one run's trace and one exemplar's
+// trace fetched from Jaeger, and stops everything it started, also
 // on Ctrl-C.
 package main
 
@@ -30,6 +32,8 @@ func main() {
 	flag.BoolVar(&o.contrast, "contrast", os.Getenv("DEMO_CONTRAST") != "0", "also run the before/after comparison (DEMO_CONTRAST=0 skips it)")
 	flag.BoolVar(&o.contrastOnly, "contrast-only", false, "run only the before/after comparison")
 	flag.BoolVar(&o.keep, "keep", os.Getenv("DEMO_KEEP") == "1", "keep everything running after the summary until Ctrl-C (DEMO_KEEP=1)")
+	flag.BoolVar(&o.traces, "traces", os.Getenv("DEMO_TRACES") != "0", "start Jaeger, building it when missing (~9 min the first time), and send the services' spans to it (DEMO_TRACES=0 skips)")
+	flag.Float64Var(&o.traceRatio, "trace-ratio", envFloat("DEMO_TRACE_RATIO", defaultTraceRatio), "share of runs traced (DEMO_TRACE_RATIO)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

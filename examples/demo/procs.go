@@ -22,6 +22,8 @@ type options struct {
 	contrast     bool
 	contrastOnly bool
 	keep         bool
+	traces       bool    // start Jaeger (building it when missing) and send spans to it
+	traceRatio   float64 // share of runs traced (parentbased_traceidratio)
 }
 
 func envDuration(name string, def time.Duration) time.Duration {
@@ -36,6 +38,18 @@ func envDuration(name string, def time.Duration) time.Duration {
 		return time.Duration(s * float64(time.Second))
 	}
 	fmt.Fprintf(os.Stderr, "demo: ignoring %s=%q: want a duration like 30s\n", name, v)
+	return def
+}
+
+func envFloat(name string, def float64) float64 {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	if f, err := strconv.ParseFloat(v, 64); err == nil && f > 0 && f <= 1 {
+		return f
+	}
+	fmt.Fprintf(os.Stderr, "demo: ignoring %s=%q: want a ratio above 0, at most 1\n", name, v)
 	return def
 }
 
@@ -104,6 +118,20 @@ func (p *procs) stop() {
 		case <-deadline:
 			_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
 			<-c.done
+		}
+	}
+}
+
+// drop stops c (SIGKILL) and forgets it.
+func (p *procs) drop(c *child) {
+	_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
+	<-c.done
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, x := range p.list {
+		if x == c {
+			p.list = append(p.list[:i], p.list[i+1:]...)
+			break
 		}
 	}
 }

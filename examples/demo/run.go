@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redisconn/redisconn/internal/jaeger"
 	"github.com/redisconn/redisconn/internal/redistest"
 )
 
@@ -26,8 +27,10 @@ type stack struct {
 	redisAddr  string
 	apiURL     string
 	workerURLs []string
-	promURL    string // empty without prometheus
-	rulesFile  string // empty when alerts/ has none
+	promURL    string           // empty without prometheus
+	rulesFile  string           // empty when alerts/ has none
+	jaeger     *jaeger.Instance // nil without traces
+	sampler    string           // the services' sampler, as the demo set it
 }
 
 func run(ctx context.Context, o options, out io.Writer) (err error) {
@@ -44,7 +47,7 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 		return err
 	}
 	if !o.contrastOnly {
-		if err := s.startPlatform(ctx, dir, out); err != nil {
+		if err := s.startPlatform(ctx, o, dir, out); err != nil {
 			return err
 		}
 		load, err := drive(ctx, s, o, out)
@@ -56,6 +59,7 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 			return err
 		}
 		sum.print(out)
+		s.showTraces(ctx, load, out)
 	}
 	if o.contrast || o.contrastOnly {
 		if err := contrast(ctx, s.redisOptions(), o, out); err != nil {
@@ -120,7 +124,7 @@ func moduleRoot() (string, error) {
 	return filepath.Dir(gomod), nil
 }
 
-func (s *stack) startPlatform(ctx context.Context, dir string, out io.Writer) error {
+func (s *stack) startPlatform(ctx context.Context, o options, dir string, out io.Writer) error {
 	root, err := moduleRoot()
 	if err != nil {
 		return err
@@ -136,10 +140,11 @@ func (s *stack) startPlatform(ctx context.Context, dir string, out io.Writer) er
 		bins[name] = bin
 	}
 	env := append([]string{}, s.redisEnv...)
-	if os.Getenv("OTEL_TRACES_EXPORTER") == "" {
-		// No collector here: keep traces in-process (they still give the
-		// metrics their exemplars). Set OTEL_TRACES_EXPORTER=otlp to send them.
-		env = append(env, "OTEL_TRACES_EXPORTER=none")
+	if os.Getenv("OTEL_TRACES_EXPORTER") == "" && os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" {
+		// Spans go to a Jaeger of the demo's own (built when missing);
+		// without it they stay in-process (they still give the metrics
+		// their exemplars). With OTEL_* set, they go where those say.
+		env = append(env, s.startJaeger(ctx, root, dir, o, out)...)
 	}
 	apiAddr, err := freeAddr()
 	if err != nil {
@@ -242,6 +247,12 @@ func (s *stack) whereToLook(out io.Writer, keep bool) {
 	}
 	if s.promURL != "" {
 		fmt.Fprintf(out, "  %s/alerts, %s/graph?g0.expr=redisconn_limiter_in_flight\n", s.promURL, s.promURL)
+		fmt.Fprintf(out, "  exemplars: %s/api/v1/query_exemplars?query=redisconn_limiter_wait_time_seconds_bucket\n", s.promURL)
+	}
+	if s.jaeger != nil {
+		fmt.Fprintf(out, "  Jaeger query API: %s/api/services, %s/api/traces?service=agent-worker&operation=agent.run&limit=20&lookback=1h,\n", s.jaeger.QueryURL, s.jaeger.QueryURL)
+		fmt.Fprintf(out, "    %s/api/traces/TRACE_ID (or /api/v3/traces/TRACE_ID, OTLP JSON); no web UI in this build\n", s.jaeger.QueryURL)
+		fmt.Fprintf(out, "  a run's trace as a waterfall: go run ./examples/trace -jaeger %s RUN_ID|TRACE_ID  (-all: every span)\n", s.jaeger.QueryURL)
 	}
 	if root, err := moduleRoot(); err == nil {
 		if boards, _ := filepath.Glob(filepath.Join(root, "dashboards", "*.json")); len(boards) > 0 {
