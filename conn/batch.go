@@ -270,6 +270,10 @@ func (w *Worker) batch(ctx context.Context, op, cmdName string, values []any, se
 		var span trace.Span
 		ctx, span = w.m.tel.StartBatch(ctx, op, cmdName, total)
 		defer func() {
+			if !span.IsRecording() {
+				span.End()
+				return
+			}
 			span.SetAttributes(attribute.Int("redisconn.batch.acknowledged", n))
 			if err != nil {
 				// The error type, not the message: messages can quote arguments.

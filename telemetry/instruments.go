@@ -189,13 +189,24 @@ func (in *Instruments) RecordBatchChunk(ctx context.Context, op string, n int) {
 
 // StartBatch starts the parent span of a batch operation; its chunks' command
 // spans are its children.
+//
+// Like a coalesced command's span, it is started only inside a sampled trace
+// (the caller's, e.g. an agent run's): a batch starts no trace of its own.
+// Otherwise StartBatch returns ctx and a span that records nothing, at the
+// cost of one context lookup. Attributes are set only on a recording span.
 func (in *Instruments) StartBatch(ctx context.Context, name, op string, items int) (context.Context, trace.Span) {
-	return in.tracer.Start(ctx, name,
-		trace.WithSpanKind(trace.SpanKindInternal),
-		trace.WithAttributes(AttrDBSystem.String("redis"), AttrOperationName.String(op), AttrBatchSize.Int(items)),
-		trace.WithAttributes(in.baseKV...),
-	)
+	if !trace.SpanContextFromContext(ctx).IsSampled() {
+		return ctx, trace.SpanFromContext(context.Background())
+	}
+	ctx, span := in.tracer.Start(ctx, name, internalSpan...)
+	if span.IsRecording() {
+		span.SetAttributes(AttrDBSystem.String("redis"), AttrOperationName.String(op), AttrBatchSize.Int(items))
+		span.SetAttributes(in.baseKV...)
+	}
+	return ctx, span
 }
+
+var internalSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindInternal)}
 
 // operationOpts returns the cached attributes of a successful operation; op
 // comes from a bounded set, so the cache is bounded too.

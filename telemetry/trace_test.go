@@ -161,16 +161,26 @@ func TestStatementTextIsOptIn(t *testing.T) {
 	}
 }
 
-// A failed batch marks its span as failed and says how far it got.
+// A failed batch marks its span as failed and says how far it got. A batch
+// is traced inside its caller's sampled trace; it starts no trace of its own.
 func TestFailedBatchSpanSaysHowFarItGot(t *testing.T) {
 	f := newFixture(t, nil)
-	ctx := context.Background()
-	if err := f.w.Set(ctx, "run:42:wrongtype", "string", 0).Err(); err != nil {
+	if err := f.w.Set(context.Background(), "run:42:wrongtype", "string", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := f.w.BatchRPush(context.Background(), "run:42:wrongtype", items(10)...); err == nil {
+		t.Fatal("RPUSH onto a string succeeded")
+	}
+	for _, s := range spansOf(t, f) {
+		if s.Name == "BatchRPush" {
+			t.Fatal("a batch without a trace started one of its own")
+		}
+	}
+	ctx, root := f.tel.TracerProvider.Tracer("agent").Start(context.Background(), "agent.run")
 	if _, err := f.w.BatchRPush(ctx, "run:42:wrongtype", items(10)...); err == nil {
 		t.Fatal("RPUSH onto a string succeeded")
 	}
+	root.End()
 	for _, s := range spansOf(t, f) {
 		if s.Name == "BatchRPush" {
 			if n, _ := attr(s, "redisconn.batch.acknowledged"); n.AsInt64() != 0 || s.Status.Code.String() != "Error" {
