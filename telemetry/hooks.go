@@ -44,9 +44,32 @@ type RoundTrip struct {
 	Callers []Caller
 }
 
-// carries reports whether cmds is the round trip's pipeline.
-func (rt *RoundTrip) carries(cmds []redis.Cmder) bool {
-	return rt != nil && len(cmds) > 0 && len(cmds) == len(rt.Cmds) && len(rt.Callers) == len(cmds) && cmds[0] == rt.Cmds[0]
+// callersOf returns the callers of cmds when cmds is the round trip's
+// pipeline, or (in a cluster, which sends a round trip to each node the
+// commands' slots live on) part of it; false for any other pipeline, such as
+// the set-up of a connection the round trip needed, which runs in its context.
+func (rt *RoundTrip) callersOf(cmds []redis.Cmder) ([]Caller, bool) {
+	switch {
+	case rt == nil || len(cmds) == 0 || len(rt.Callers) != len(rt.Cmds):
+		return nil, false
+	case len(cmds) == len(rt.Cmds) && cmds[0] == rt.Cmds[0]:
+		return rt.Callers, true
+	case len(cmds) > len(rt.Cmds):
+		return nil, false
+	}
+	at := make(map[redis.Cmder]int, len(rt.Cmds))
+	for i, c := range rt.Cmds {
+		at[c] = i
+	}
+	callers := make([]Caller, len(cmds))
+	for i, c := range cmds {
+		j, ok := at[c]
+		if !ok {
+			return nil, false
+		}
+		callers[i] = rt.Callers[j]
+	}
+	return callers, true
 }
 
 // Caller is the caller of one command of a coalesced round trip.
@@ -101,8 +124,8 @@ func (h *operationHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redi
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		start := time.Now()
 		err := next(ctx, cmds)
-		if rt := h.ops.RoundTrip(ctx); rt.carries(cmds) {
-			h.roundTrip(rt, cmds, start, err)
+		if callers, ok := h.ops.RoundTrip(ctx).callersOf(cmds); ok {
+			h.roundTrip(callers, cmds, start, err)
 			return err
 		}
 		name := "PIPELINE"
@@ -132,7 +155,7 @@ func (h *operationHook) record(ctx context.Context, seconds float64, name string
 }
 
 // roundTrip records a coalesced round trip as one operation (see RoundTrip).
-func (h *operationHook) roundTrip(rt *RoundTrip, cmds []redis.Cmder, sent time.Time, err error) {
+func (h *operationHook) roundTrip(callers []Caller, cmds []redis.Cmder, sent time.Time, err error) {
 	elapsed := time.Since(sent).Seconds()
 	first := cmds[0].Name()
 	name := commandName(first)
@@ -154,9 +177,9 @@ func (h *operationHook) roundTrip(rt *RoundTrip, cmds []redis.Cmder, sent time.T
 			}
 		}
 	}
-	ctx, oldest := rt.Callers[0].Ctx, rt.Callers[0].Queued
+	ctx, oldest := callers[0].Ctx, callers[0].Queued
 	sampled := trace.SpanContextFromContext(ctx).IsSampled()
-	for _, c := range rt.Callers[1:] {
+	for _, c := range callers[1:] {
 		if c.Queued.Before(oldest) {
 			oldest = c.Queued
 		}

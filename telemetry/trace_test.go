@@ -2,7 +2,9 @@ package telemetry_test
 
 import (
 	"context"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -224,6 +226,30 @@ func TestClusterWorkerIsInstrumented(t *testing.T) {
 	// set, pipeline, 3 rpush chunks, 2 publish chunks, del
 	if n != 8 {
 		t.Errorf("%d client spans in the run's trace, want 8", n)
+	}
+	// Concurrent callers' commands for keys on every node share round trips,
+	// which the cluster splits by node: each command is still a span in its
+	// caller's trace, and no round trip starts a trace of its own.
+	ctx, second := tel.TracerProvider.Tracer("agent").Start(context.Background(), "agent.run")
+	var wg sync.WaitGroup
+	for i := 0; i < 30; i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = w.Incr(ctx, "spread:"+strconv.Itoa(i)).Err() }()
+	}
+	wg.Wait()
+	second.End()
+	incrs := 0
+	for _, s := range spansOf(t, f) {
+		switch tid := s.SpanContext.TraceID(); {
+		case tid == second.SpanContext().TraceID() && s.Name == "incr":
+			incrs++
+		case tid != root.SpanContext().TraceID() && tid != second.SpanContext().TraceID() &&
+			strings.HasPrefix(s.Name, "redis.pipeline") && s.Name != "redis.pipeline client":
+			t.Errorf("a round trip started a trace of its own: %s", s.Name)
+		}
+	}
+	if incrs != 30 {
+		t.Errorf("%d incr spans in the callers' trace, want 30", incrs)
 	}
 	fams := f.families(t)
 	var count uint64

@@ -118,10 +118,10 @@ func (h *tracingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 
 func (h *tracingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if rt := h.ops.RoundTrip(ctx); rt.carries(cmds) {
+		if callers, ok := h.ops.RoundTrip(ctx).callersOf(cmds); ok {
 			sent := time.Now()
 			err := next(ctx, cmds)
-			h.roundTrip(rt, cmds, sent, time.Now())
+			h.roundTrip(callers, cmds, sent, time.Now())
 			return err
 		}
 		if unsampledParent(ctx) {
@@ -144,9 +144,9 @@ func (h *tracingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.
 // roundTrip gives each command of a coalesced round trip whose caller's
 // trace is sampled a CLIENT span in that trace, from sent to done (see
 // RoundTrip). Unsampled callers cost one context lookup each.
-func (h *tracingHook) roundTrip(rt *RoundTrip, cmds []redis.Cmder, sent, done time.Time) {
+func (h *tracingHook) roundTrip(callers []Caller, cmds []redis.Cmder, sent, done time.Time) {
 	for i, cmd := range cmds {
-		c := rt.Callers[i]
+		c := callers[i]
 		if !trace.SpanContextFromContext(c.Ctx).IsSampled() || hasCredentials(cmd) {
 			continue
 		}
