@@ -2,7 +2,6 @@ package conn
 
 import (
 	"context"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -118,7 +117,7 @@ func (h limiterHook) DialHook(next redis.DialHook) redis.DialHook { return next 
 
 func (h limiterHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if isSetupCmd(cmd) {
+		if telemetry.SetupCommand(cmd) {
 			return next(withoutPermit(ctx), cmd)
 		}
 		waited, err := h.l.Acquire(ctx)
@@ -133,7 +132,7 @@ func (h limiterHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 
 func (h limiterHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if allSetupCmds(cmds) {
+		if telemetry.SetupPipeline(cmds) {
 			return next(withoutPermit(ctx), cmds)
 		}
 		waited, err := h.l.Acquire(ctx)
@@ -185,34 +184,6 @@ func roundTripFrom(ctx context.Context) *telemetry.RoundTrip {
 		return &rt.desc
 	}
 	return nil
-}
-
-// isSetupCmd reports connection set-up commands that go-redis sends itself.
-func isSetupCmd(cmd redis.Cmder) bool {
-	switch cmd.Name() {
-	case "hello", "auth", "select", "readonly":
-		return true
-	case "client":
-		args := cmd.Args()
-		if len(args) > 1 {
-			if sub, ok := args[1].(string); ok {
-				switch strings.ToLower(sub) {
-				case "setinfo", "setname", "tracking", "maint_notifications":
-					return true
-				}
-			}
-		}
-	}
-	return false
-}
-
-func allSetupCmds(cmds []redis.Cmder) bool {
-	for _, c := range cmds {
-		if !isSetupCmd(c) {
-			return false
-		}
-	}
-	return len(cmds) > 0
 }
 
 func setErr(cmds []redis.Cmder, err error) {

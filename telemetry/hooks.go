@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"time"
 
@@ -113,6 +114,9 @@ func (h *operationHook) DialHook(next redis.DialHook) redis.DialHook { return ne
 
 func (h *operationHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
+		if SetupCommand(cmd) {
+			return next(ctx, cmd)
+		}
 		start := time.Now()
 		err := next(ctx, cmd)
 		h.done(ctx, commandName(cmd.Name()), start, err)
@@ -122,6 +126,9 @@ func (h *operationHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 
 func (h *operationHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if SetupPipeline(cmds) {
+			return next(ctx, cmds)
+		}
 		start := time.Now()
 		err := next(ctx, cmds)
 		if callers, ok := h.ops.RoundTrip(ctx).callersOf(cmds); ok {
@@ -190,6 +197,39 @@ func (h *operationHook) roundTrip(callers []Caller, cmds []redis.Cmder, sent tim
 	h.in.waitTime.Record(ctx, sent.Sub(oldest).Seconds(), h.in.baseRecord...)
 	h.in.batchSize.Record(ctx, int64(len(cmds)), h.in.operationOpts(name)...)
 	h.record(ctx, elapsed, name, err)
+}
+
+// SetupCommand reports a command that go-redis sends itself to set up a new
+// connection (HELLO, AUTH, SELECT, READONLY, CLIENT SETINFO/SETNAME/TRACKING/
+// MAINT_NOTIFICATIONS). The set-up is part of the connection's dial: its
+// commands are not operations, so the hooks neither measure nor trace them
+// (the dial has its span, redis.dial), and a limiter lets them through.
+func SetupCommand(cmd redis.Cmder) bool {
+	switch cmd.Name() {
+	case "hello", "auth", "select", "readonly":
+		return true
+	case "client":
+		args := cmd.Args()
+		if len(args) > 1 {
+			if sub, ok := args[1].(string); ok {
+				switch strings.ToLower(sub) {
+				case "setinfo", "setname", "tracking", "maint_notifications":
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// SetupPipeline reports a pipeline of set-up commands only (SetupCommand).
+func SetupPipeline(cmds []redis.Cmder) bool {
+	for _, c := range cmds {
+		if !SetupCommand(c) {
+			return false
+		}
+	}
+	return len(cmds) > 0
 }
 
 // KnownCommand reports whether name (lower case, as go-redis's Cmder.Name)

@@ -28,7 +28,8 @@ import (
 //   - a failure sets the status to error.type, never the error's text, which
 //     can quote arguments.
 //
-// AUTH, and HELLO with credentials, are not traced.
+// Connection set-up (HELLO, AUTH, SELECT, CLIENT SETINFO, ...; see
+// SetupCommand) is not traced: it is part of the dial, which has its span.
 type tracingHook struct {
 	tracer    trace.Tracer
 	attrs     []attribute.KeyValue
@@ -103,7 +104,7 @@ func (h *tracingHook) DialHook(next redis.DialHook) redis.DialHook {
 
 func (h *tracingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if unsampledParent(ctx) || hasCredentials(cmd) {
+		if unsampledParent(ctx) || SetupCommand(cmd) {
 			return next(ctx, cmd)
 		}
 		ctx, span := h.start(ctx, cmd.FullName())
@@ -124,7 +125,7 @@ func (h *tracingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.
 			h.roundTrip(callers, cmds, sent, time.Now())
 			return err
 		}
-		if unsampledParent(ctx) {
+		if unsampledParent(ctx) || SetupPipeline(cmds) {
 			return next(ctx, cmds)
 		}
 		ctx, span := h.start(ctx, "redis.pipeline "+pipelineSummary(cmds))
@@ -147,7 +148,7 @@ func (h *tracingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.
 func (h *tracingHook) roundTrip(callers []Caller, cmds []redis.Cmder, sent, done time.Time) {
 	for i, cmd := range cmds {
 		c := callers[i]
-		if !trace.SpanContextFromContext(c.Ctx).IsSampled() || hasCredentials(cmd) {
+		if !trace.SpanContextFromContext(c.Ctx).IsSampled() || SetupCommand(cmd) {
 			continue
 		}
 		_, span := h.tracer.Start(c.Ctx, cmd.FullName(), trace.WithSpanKind(trace.SpanKindClient), trace.WithTimestamp(sent))
@@ -186,19 +187,4 @@ func pipelineSummary(cmds []redis.Cmder) string {
 		b.WriteString(name)
 	}
 	return b.String()
-}
-
-// hasCredentials: AUTH, and HELLO with an AUTH argument.
-func hasCredentials(cmd redis.Cmder) bool {
-	switch cmd.Name() {
-	case "auth":
-		return true
-	case "hello":
-		for _, a := range cmd.Args() {
-			if s, ok := a.(string); ok && strings.EqualFold(s, "auth") {
-				return true
-			}
-		}
-	}
-	return false
 }
