@@ -45,6 +45,7 @@ func TestCoalescedCallersKeepTheirDeadlinesWhenTheServerStalls(t *testing.T) {
 	}
 	time.Sleep(100 * time.Millisecond)
 	srv.Pause()
+	paused := time.Now()
 	resumed := false
 	defer func() {
 		if !resumed {
@@ -70,6 +71,7 @@ func TestCoalescedCallersKeepTheirDeadlinesWhenTheServerStalls(t *testing.T) {
 		time.Sleep(time.Duration(i%3) * time.Millisecond) // arrivals spread over the round trips
 	}
 	dwg.Wait()
+	time.Sleep(3*time.Second - time.Since(paused)) // the stall lasts 3 s
 	srv.Resume()
 	resumed = true
 	close(stop)
