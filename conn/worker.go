@@ -26,8 +26,8 @@ import (
 // result and its commands run in its order. A round trip carries only
 // commands whose deadlines lie close together (within 10 % of their budget,
 // at least 5 ms), so a caller returns at most that long after its deadline. A
-// caller whose context ends while its command is queued gets the context's
-// error and the command is never sent. When a round trip fails part way, only
+// caller whose context ends before its round trip holds a permit gets the
+// context's error and its command is never sent. When a round trip fails part way, only
 // the commands that certainly did not run are sent again. Blocking commands,
 // commands that change connection state, unknown commands, and explicit
 // pipelines are not coalesced. WithCoalescing(false) turns it off. The order
