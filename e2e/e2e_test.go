@@ -367,24 +367,8 @@ func (p *prometheus) query(ctx context.Context, expr string) (int, error) {
 
 // exemplars counts exemplars with a trace_id over the last 5 minutes.
 func (p *prometheus) exemplars(ctx context.Context, expr string) (int, error) {
-	var data []struct {
-		Exemplars []struct {
-			Labels map[string]string `json:"labels"`
-		} `json:"exemplars"`
-	}
-	now := time.Now()
-	err := p.get(ctx, "/api/v1/query_exemplars", url.Values{
-		"query": {expr}, "start": {fmt.Sprint(now.Add(-5 * time.Minute).Unix())}, "end": {fmt.Sprint(now.Unix())},
-	}, &data)
-	n := 0
-	for _, s := range data {
-		for _, e := range s.Exemplars {
-			if len(e.Labels["trace_id"]) == 32 {
-				n++
-			}
-		}
-	}
-	return n, err
+	ids, err := p.exemplarTraceIDs(ctx, expr)
+	return len(ids), err
 }
 
 // alertWatch remembers the most advanced state each alert reached.
