@@ -409,9 +409,14 @@ func (rt *roundTrip) admit(c *coalescer) []redis.Cmder {
 func (rt *roundTrip) send(c *coalescer, g *generation) {
 	rt.g = g
 	rt.pipe, rt.idx, rt.cmds, rt.callers = rt.pipe[:0], rt.idx[:0], rt.cmds[:0], rt.callers[:0]
-	ctx, cancel := context.WithCancel(context.Background())
+	var (
+		ctx    context.Context
+		cancel context.CancelFunc
+	)
 	if g.hasDeadline {
 		ctx, cancel = context.WithDeadline(context.Background(), g.hi)
+	} else {
+		ctx, cancel = context.WithCancel(context.Background())
 	}
 	defer cancel()
 	c.mu.Lock()

@@ -46,12 +46,11 @@ type Config struct {
 
 // Instruments are one manager's instruments, created once by New.
 type Instruments struct {
-	cfg       Config
-	meter     metric.Meter
-	tracer    trace.Tracer
-	base      attribute.Set // role and pool name
-	baseKV    []attribute.KeyValue
-	spanAttrs []attribute.KeyValue // of spans recorded without a hook (CoalescedSpan)
+	cfg    Config
+	meter  metric.Meter
+	tracer trace.Tracer
+	base   attribute.Set // role and pool name
+	baseKV []attribute.KeyValue
 
 	waitTime     metric.Float64Histogram
 	batchSize    metric.Int64Histogram
