@@ -2,10 +2,7 @@ package conn
 
 import (
 	"crypto/tls"
-	"encoding/json"
 	"fmt"
-	"log/slog"
-	"math"
 	"net"
 	"net/url"
 	"os"
@@ -46,40 +43,6 @@ const (
 	maxBatchSize = 100000
 	maxDB        = 1 << 20
 )
-
-// Secret is a string that never prints: String, GoString, JSON, slog and every
-// fmt verb show "[REDACTED]" (or "" when it is empty). Use string(s) to read it.
-type Secret string
-
-const redacted = "[REDACTED]"
-
-func (s Secret) mask() string {
-	if s == "" {
-		return ""
-	}
-	return redacted
-}
-
-// String returns "[REDACTED]", or "" for an empty secret.
-func (s Secret) String() string { return s.mask() }
-
-// GoString is used by %#v.
-func (s Secret) GoString() string { return strconv.Quote(s.mask()) }
-
-// Format makes every fmt verb (%s, %v, %q, %x, ...) print the mask.
-func (s Secret) Format(f fmt.State, verb rune) {
-	if verb == 'q' {
-		_, _ = f.Write([]byte(strconv.Quote(s.mask())))
-		return
-	}
-	_, _ = f.Write([]byte(s.mask()))
-}
-
-// MarshalJSON writes the mask.
-func (s Secret) MarshalJSON() ([]byte, error) { return json.Marshal(s.mask()) }
-
-// LogValue makes slog print the mask.
-func (s Secret) LogValue() slog.Value { return slog.StringValue(s.mask()) }
 
 // Config is everything a manager needs. LoadConfig fills it from the environment;
 // DefaultConfig gives the role's defaults for building one in code. A zero
@@ -169,65 +132,6 @@ func (e *ConfigError) Error() string {
 	return fmt.Sprintf("redisconn: invalid %s=%q: %s", e.Name, e.Value, e.Accepted)
 }
 
-// LoadConfig reads the environment variables of DESIGN.md with the defaults of
-// role. Every bad value is a *ConfigError; all of them are reported at once,
-// joined. Variables of the other role are not read.
-func LoadConfig(role Role) (Config, error) {
-	return loadConfig(role, os.LookupEnv)
-}
-
-func loadConfig(role Role, lookup func(string) (string, bool)) (Config, error) {
-	if role != RoleAPI && role != RoleWorker {
-		return Config{}, &ConfigError{Name: "role", Value: string(role), Accepted: `"api" or "worker"`}
-	}
-	c := DefaultConfig(role)
-	p := envParser{lookup: lookup}
-
-	if v, ok := p.get("REDIS_URL"); ok {
-		c.URL = v
-	}
-	if v, ok := p.get("REDIS_HOST"); ok {
-		c.Host = v
-	}
-	p.integer("REDIS_PORT", &c.Port, 1, 65535)
-	if v, ok := p.get("REDIS_USERNAME"); ok {
-		c.Username = v
-	}
-	if v, ok := lookup("REDIS_PASSWORD"); ok {
-		c.Password = Secret(v)
-	}
-	p.integer("REDIS_DB", &c.DB, 0, maxDB)
-	p.boolean("REDIS_SSL", &c.TLS)
-	if v, ok := p.get("REDIS_SSL_CA_FILE"); ok {
-		c.TLSCAFile = v
-	}
-	if v, ok := p.get("REDIS_SSL_SERVER_NAME"); ok {
-		c.TLSServerName = v
-	}
-	p.boolean("REDIS_SSL_INSECURE_SKIP_VERIFY", &c.TLSInsecureSkipVerify)
-	if v, ok := p.get("REDIS_CLUSTER_ADDRS"); ok {
-		c.ClusterAddrs = splitAddrs(v)
-	}
-	if role == RoleWorker {
-		p.integer("REDIS_WORKER_MAX_CONNECTIONS", &c.PoolSize, 1, maxPoolSize)
-		p.integer("REDIS_WORKER_MAX_CONCURRENT_OPS", &c.MaxConcurrentOps, 1, maxPoolSize)
-		p.integer("REDIS_WORKER_BATCH_SIZE", &c.BatchSize, 1, maxBatchSize)
-	} else {
-		p.integer("REDIS_MAX_CONNECTIONS", &c.PoolSize, 1, maxPoolSize)
-	}
-	p.duration("REDIS_POOL_TIMEOUT", &c.PoolTimeout)
-	p.duration("REDIS_SOCKET_TIMEOUT", &c.SocketTimeout)
-	p.duration("REDIS_CONNECT_TIMEOUT", &c.ConnectTimeout)
-	if len(p.errs) > 0 {
-		return Config{}, joinErrors(p.errs)
-	}
-	// Cross-field rules, named by their environment variables.
-	if err := c.validate(envNames); err != nil {
-		return Config{}, err
-	}
-	return c, nil
-}
-
 // Validate checks a Config built in code; NewAPI and NewWorker call it. Zero
 // numeric fields are taken as the role's defaults first.
 func (c Config) Validate() error {
@@ -270,14 +174,6 @@ func (c Config) withDefaults() Config {
 // variable for LoadConfig, the Config field for Validate.
 type names struct {
 	role, url, port, db, pool, limiter, batch, cluster, poolTimeout, socketTimeout, connectTimeout, caFile string
-}
-
-var envNames = names{
-	role: "role", url: "REDIS_URL", port: "REDIS_PORT", db: "REDIS_DB",
-	pool: "REDIS_WORKER_MAX_CONNECTIONS", limiter: "REDIS_WORKER_MAX_CONCURRENT_OPS",
-	batch: "REDIS_WORKER_BATCH_SIZE", cluster: "REDIS_CLUSTER_ADDRS",
-	poolTimeout: "REDIS_POOL_TIMEOUT", socketTimeout: "REDIS_SOCKET_TIMEOUT",
-	connectTimeout: "REDIS_CONNECT_TIMEOUT", caFile: "REDIS_SSL_CA_FILE",
 }
 
 var fieldNames = names{
@@ -386,110 +282,6 @@ func checkHostPort(a string) error {
 	return nil
 }
 
-// RedactURL returns raw with any password replaced by "[REDACTED]". A value
-// that is not a URL with a scheme and a host is replaced whole: what it holds
-// cannot be told apart from a secret.
-func RedactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.Scheme == "" || u.Host == "" {
-		return "[not a URL, hidden]"
-	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), redacted)
-	}
-	// Query parameters such as password=... are hidden too.
-	q := u.Query()
-	for k := range q {
-		if strings.Contains(strings.ToLower(k), "pass") {
-			q.Set(k, redacted)
-		}
-	}
-	u.RawQuery = q.Encode()
-	return strings.Replace(u.String(), url.QueryEscape(redacted), redacted, -1)
-}
-
-func splitAddrs(v string) []string {
-	var out []string
-	for _, a := range strings.Split(v, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			out = append(out, a)
-		}
-	}
-	if out == nil {
-		// "," or " ": set but empty is a mistake worth reporting.
-		return []string{strings.TrimSpace(v)}
-	}
-	return out
-}
-
-// envParser reads variables and collects every error.
-type envParser struct {
-	lookup func(string) (string, bool)
-	errs   []error
-}
-
-// get returns a set, non-empty variable. An empty variable counts as unset, as
-// in most shells' ${VAR:-default}.
-func (p *envParser) get(name string) (string, bool) {
-	v, ok := p.lookup(name)
-	if !ok || strings.TrimSpace(v) == "" {
-		return "", false
-	}
-	return strings.TrimSpace(v), true
-}
-
-func (p *envParser) integer(name string, dst *int, lo, hi int) {
-	v, ok := p.get(name)
-	if !ok {
-		return
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < lo || n > hi {
-		p.errs = append(p.errs, &ConfigError{Name: name, Value: v, Accepted: fmt.Sprintf("a whole number from %d to %d", lo, hi)})
-		return
-	}
-	*dst = n
-}
-
-func (p *envParser) boolean(name string, dst *bool) {
-	v, ok := p.get(name)
-	if !ok {
-		return
-	}
-	switch strings.ToLower(v) {
-	case "1", "true", "yes", "on":
-		*dst = true
-	case "0", "false", "no", "off":
-		*dst = false
-	default:
-		p.errs = append(p.errs, &ConfigError{Name: name, Value: v, Accepted: "true or false (also 1/0, yes/no, on/off)"})
-	}
-}
-
-// duration accepts a Go duration ("1.5s", "250ms") or a number of seconds ("2", "0.5").
-func (p *envParser) duration(name string, dst *time.Duration) {
-	v, ok := p.get(name)
-	if !ok {
-		return
-	}
-	d, err := parseDuration(v)
-	if err != nil || d < 0 {
-		p.errs = append(p.errs, &ConfigError{Name: name, Value: v, Accepted: `a non-negative Go duration ("1.5s", "250ms") or number of seconds ("2", "0.5")`})
-		return
-	}
-	*dst = d
-}
-
-func parseDuration(v string) (time.Duration, error) {
-	if f, err := strconv.ParseFloat(v, 64); err == nil {
-		if math.IsNaN(f) || math.IsInf(f, 0) || f > float64(math.MaxInt64)/float64(time.Second) {
-			return 0, fmt.Errorf("out of range")
-		}
-		return time.Duration(f * float64(time.Second)), nil
-	}
-	return time.ParseDuration(v)
-}
-
 func joinErrors(errs []error) error {
 	switch len(errs) {
 	case 0:
@@ -512,70 +304,3 @@ type configErrors struct {
 
 func (e *configErrors) Error() string   { return e.msg }
 func (e *configErrors) Unwrap() []error { return e.errs }
-
-// String describes the configuration without secrets.
-func (c Config) String() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "conn.Config{Role:%s", c.Role)
-	if c.URL != "" {
-		fmt.Fprintf(&b, " URL:%s", RedactURL(c.URL))
-	}
-	if len(c.ClusterAddrs) > 0 {
-		fmt.Fprintf(&b, " ClusterAddrs:%s", strings.Join(c.ClusterAddrs, ","))
-	} else {
-		fmt.Fprintf(&b, " Addr:%s DB:%d", net.JoinHostPort(c.Host, strconv.Itoa(c.Port)), c.DB)
-	}
-	fmt.Fprintf(&b, " Username:%q Password:%q TLS:%t PoolSize:%d", c.Username, c.Password.mask(), c.TLS, c.PoolSize)
-	if c.Role == RoleWorker {
-		fmt.Fprintf(&b, " MaxConcurrentOps:%d BatchSize:%d", c.MaxConcurrentOps, c.BatchSize)
-	}
-	fmt.Fprintf(&b, " PoolTimeout:%s SocketTimeout:%s ConnectTimeout:%s}", c.PoolTimeout, c.SocketTimeout, c.ConnectTimeout)
-	return b.String()
-}
-
-// GoString is used by %#v and prints the same as String.
-func (c Config) GoString() string { return c.String() }
-
-// Format makes every fmt verb print String, so %+v cannot reach the fields.
-func (c Config) Format(f fmt.State, verb rune) {
-	if verb == 'q' {
-		_, _ = f.Write([]byte(strconv.Quote(c.String())))
-		return
-	}
-	_, _ = f.Write([]byte(c.String()))
-}
-
-// LogValue makes slog print the configuration without secrets.
-func (c Config) LogValue() slog.Value {
-	attrs := []slog.Attr{slog.String("role", string(c.Role))}
-	if c.URL != "" {
-		attrs = append(attrs, slog.String("url", RedactURL(c.URL)))
-	}
-	if len(c.ClusterAddrs) > 0 {
-		attrs = append(attrs, slog.String("cluster_addrs", strings.Join(c.ClusterAddrs, ",")))
-	} else {
-		attrs = append(attrs, slog.String("addr", net.JoinHostPort(c.Host, strconv.Itoa(c.Port))), slog.Int("db", c.DB))
-	}
-	attrs = append(attrs,
-		slog.String("username", c.Username),
-		slog.String("password", c.Password.mask()),
-		slog.Bool("tls", c.TLS),
-		slog.Int("pool_size", c.PoolSize),
-	)
-	if c.Role == RoleWorker {
-		attrs = append(attrs, slog.Int("max_concurrent_ops", c.MaxConcurrentOps), slog.Int("batch_size", c.BatchSize))
-	}
-	return slog.GroupValue(attrs...)
-}
-
-// MarshalJSON writes the configuration without secrets.
-func (c Config) MarshalJSON() ([]byte, error) {
-	type plain Config // no methods: no recursion
-	p := plain(c)
-	p.URL = ""
-	if c.URL != "" {
-		p.URL = RedactURL(c.URL)
-	}
-	p.TLSConfig = nil
-	return json.Marshal(p)
-}
