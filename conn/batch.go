@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -14,6 +13,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redisconn/redisconn/internal/coalesce"
+	"github.com/redisconn/redisconn/internal/rediserr"
 	"github.com/redisconn/redisconn/telemetry"
 )
 
@@ -48,23 +49,23 @@ func (e *BatchError) Error() string {
 // Unwrap returns the cause.
 func (e *BatchError) Unwrap() error { return e.Err }
 
-// noRetry keeps go-redis from re-sending a command whose reply was lost: a
-// re-sent RPUSH would append its values a second time, after the caller was
-// told nothing about the first. go-redis still retries a command it never
-// wrote (a dial error, a stale pooled connection), which is safe.
+// noRetry keeps go-redis from sending a command again after a failure: a
+// chunk of BatchPublish sent to a cluster node directly (see BatchPublish)
+// must not be published twice. The coalescer's round trips have their own.
 type noRetry struct{ redis.Cmder }
 
 func (noRetry) NoRetry() bool { return true }
 
 // BatchRPush appends values to the list at key in chunks of Config.BatchSize:
-// each chunk is one variadic RPUSH, applied by Redis all or nothing. A chunk
-// is a single command to the Worker's hooks: it is coalesced like any other,
-// so concurrent callers' chunks share round trips and limiter permits (with
-// coalescing off, each chunk is one round trip and one permit). It returns how many values
-// Redis acknowledged; when that is fewer than len(values) the error is a
-// *BatchError saying which values are uncertain. Chunks are sent one after
-// another, so the list receives values in order. No values: (0, nil) and no
-// round trip.
+// each chunk is one variadic RPUSH, applied by Redis all or nothing. Chunks
+// are sent by the coalescer: concurrent callers' chunks (and, with
+// coalescing on, their single commands) share round trips and limiter
+// permits, and a chunk that may have been written is never sent again. A
+// hook added with AddHook sees each chunk as one RPUSH command. It returns
+// how many values Redis acknowledged; when that is fewer than len(values)
+// the error is a *BatchError saying which values are uncertain. Chunks are
+// sent one after another, so the list receives values in order. No values:
+// (0, nil) and no round trip.
 //
 // Variadic RPUSH was chosen over a pipeline of single RPUSHes by measurement
 // (BenchmarkBulkRPush): about twice the items per second, and a chunk is atomic.
@@ -83,11 +84,32 @@ func (w *Worker) BatchRPush(ctx context.Context, key string, values ...any) (int
 		args := make([]any, 0, 2+len(chunk))
 		args = append(args, "rpush", key)
 		args = append(args, chunk...)
-		if err := w.m.client.Process(ctx, noRetry{redis.NewIntCmd(ctx, args...)}); err != nil {
-			return 0, maybeSent(err), err
+		outcome, err := w.m.send(ctx, redis.NewIntCmd(ctx, args...))
+		if err != nil {
+			return 0, outcome == coalesce.Uncertain, err
 		}
 		return len(chunk), false, nil
 	})
+}
+
+// send sends cmd as a chunk of a batch: through the user's hooks, then the
+// coalescer. It reports what became of cmd on the wire.
+func (m *manager) send(ctx context.Context, cmd redis.Cmder) (coalesce.Outcome, error) {
+	var outcome coalesce.Outcome
+	err := m.users.ProcessHook(func(ctx context.Context, cmd redis.Cmder) error {
+		var err error
+		outcome, err = m.coalescer.Do(ctx, cmd)
+		return err
+	})(ctx, cmd)
+	return outcome, err
+}
+
+// sendAll is send for several commands that go in one round trip, in order;
+// outcomes[i] says what became of cmds[i].
+func (m *manager) sendAll(ctx context.Context, cmds []redis.Cmder, outcomes []coalesce.Outcome) error {
+	return m.users.ProcessPipelineHook(func(ctx context.Context, cmds []redis.Cmder) error {
+		return m.coalescer.DoAll(ctx, cmds, outcomes)
+	})(ctx, cmds)
 }
 
 // idempotentKey carries an idempotentBatch in a context.
@@ -107,12 +129,22 @@ const IdempotentBatchTTL = 24 * time.Hour
 // across retries: id names the whole batch (the caller chooses it, e.g. the
 // agent run's id and the list), start is the position of values[0] in it
 // (0 on the first call, the acknowledged count n on a retry of values[n:]).
-// Each chunk is written by one Lua script that sets a marker
-// (SET NX EX, IdempotentBatchTTL) and pushes the chunk only if the marker was
-// new; markers are keyed by id and position and share the list's hash slot.
+// Each chunk is written by one Lua script that keeps a marker (EX
+// IdempotentBatchTTL) holding a fingerprint of the chunk's items, and
+// pushes the chunk only if the marker is new. A marker that exists with the
+// same fingerprint is a chunk pushed before, and is skipped; one with
+// another fingerprint means the id was used for different items, and the
+// call fails with ErrBatchIDReused instead of skipping them. Markers are
+// keyed by id and position and share the list's hash slot.
 func WithIdempotentBatch(ctx context.Context, id string, start int) context.Context {
 	return context.WithValue(ctx, idempotentKey{}, idempotentBatch{id: id, start: start, ttl: IdempotentBatchTTL})
 }
+
+// ErrBatchIDReused is the cause of a BatchRPush whose idempotent batch id
+// (WithIdempotentBatch) was used before, at the same position, for
+// different items: a retry must send exactly the values[n:] of the call it
+// retries. Nothing of the chunk was pushed.
+var ErrBatchIDReused = errors.New("redisconn: idempotent batch id reused for different items")
 
 func (ib idempotentBatch) validate() error {
 	switch {
@@ -124,15 +156,29 @@ func (ib idempotentBatch) validate() error {
 	return nil
 }
 
-// idempotentPush pushes ARGV[2..] onto KEYS[1] if the marker KEYS[2] is new;
-// it returns the list length, or -1 when the chunk was pushed before. RPUSH is
-// called in slices of 1000 to stay within Lua's stack.
+// idempotentPush pushes ARGV[2..] onto KEYS[1] if the marker KEYS[2] is
+// new, and sets the marker to the chunk's fingerprint (SHA-1 of its items,
+// each prefixed with its length). It returns the list length, -1 when the
+// same chunk was pushed before, -2 when the marker holds another chunk's
+// fingerprint (markers of redisconn before fingerprints hold "1" and count
+// as the same chunk). RPUSH is called in slices of 1000 to stay within
+// Lua's stack.
 var idempotentPushSHA = redis.NewScript(idempotentPushSrc).Hash()
 
 const idempotentPushSrc = `
-if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then
-  return -1
+local parts = {}
+for i = 2, #ARGV do
+  parts[#parts + 1] = #ARGV[i] .. ':' .. ARGV[i]
 end
+local fp = redis.sha1hex(table.concat(parts))
+local prev = redis.call('GET', KEYS[2])
+if prev then
+  if prev == fp or prev == '1' then
+    return -1
+  end
+  return -2
+end
+redis.call('SET', KEYS[2], fp, 'EX', ARGV[1])
 local n = 0
 for i = 2, #ARGV, 1000 do
   n = redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
@@ -158,9 +204,12 @@ func (w *Worker) batchRPushIdempotent(ctx context.Context, ib idempotentBatch, k
 		args = append(args, ttl)
 		args = append(args, chunk...)
 		keys := []string{key, markerKey(key, ib.id, pos)}
-		err := w.runScript(ctx, idempotentPushSrc, idempotentPushSHA, keys, args)
+		cmd, outcome, err := w.runScript(ctx, idempotentPushSrc, idempotentPushSHA, keys, args)
 		if err != nil {
-			return 0, maybeSent(err), err
+			return 0, outcome == coalesce.Uncertain, err
+		}
+		if n, _ := cmd.Int64(); n == -2 {
+			return 0, false, fmt.Errorf("%w: batch id %q, items at position %d", ErrBatchIDReused, ib.id, pos)
 		}
 		pos += len(chunk)
 		return len(chunk), false, nil
@@ -168,8 +217,9 @@ func (w *Worker) batchRPushIdempotent(ctx context.Context, ib idempotentBatch, k
 }
 
 // runScript runs a script with EVALSHA, falling back to EVAL when the
-// server does not have it cached, never re-sending a command that was sent.
-func (w *Worker) runScript(ctx context.Context, src, sha string, keys []string, args []any) error {
+// server does not have it cached, never sending again a command that may
+// have been written.
+func (w *Worker) runScript(ctx context.Context, src, sha string, keys []string, args []any) (*redis.Cmd, coalesce.Outcome, error) {
 	build := func(name, body string) *redis.Cmd {
 		a := make([]any, 0, 3+len(keys)+len(args))
 		a = append(a, name, body, len(keys))
@@ -179,77 +229,105 @@ func (w *Worker) runScript(ctx context.Context, src, sha string, keys []string, 
 		return redis.NewCmd(ctx, append(a, args...)...)
 	}
 	cmd := build("evalsha", sha)
-	err := w.m.client.Process(ctx, noRetry{cmd})
+	outcome, err := w.m.send(ctx, cmd)
 	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 		// Not run: the script was not cached. Send it whole.
 		cmd = build("eval", src)
-		err = w.m.client.Process(ctx, noRetry{cmd})
+		outcome, err = w.m.send(ctx, cmd)
 	}
-	return err
+	return cmd, outcome, err
 }
 
 // BatchPublish publishes messages on channel, in order, in chunks of
 // Config.BatchSize: each chunk is one pipeline of PUBLISH commands (one round
-// trip, one limiter permit). It returns how many messages Redis acknowledged;
-// when that is fewer than len(messages) the error is a *BatchError. In cluster
+// trip, one limiter permit), and a chunk that may have been written is never
+// sent again. It returns how many messages Redis acknowledged; when that is
+// fewer than len(messages) the error is a *BatchError. On a standalone
+// server chunks are sent by the coalescer, as BatchRPush's are. In cluster
 // mode every chunk goes to the node that owns the channel's hash slot, so
 // subscribers anywhere in the cluster receive the messages in order.
 // No messages: (0, nil) and no round trip.
 func (w *Worker) BatchPublish(ctx context.Context, channel string, messages ...any) (int, error) {
 	return w.batch(ctx, "BatchPublish", "PUBLISH", messages, func(ctx context.Context, chunk []any) (int, bool, error) {
-		var pipe redis.Pipeliner
-		if cc, ok := w.m.client.(*redis.ClusterClient); ok {
-			// A keyless PUBLISH would go to any node, chunk by chunk, and the
-			// cluster bus does not order messages of different nodes. The
-			// node's client has no limiter hook: the chunk takes its permit
-			// here.
-			node, err := cc.MasterForKey(ctx, channel)
-			if err != nil {
-				return 0, false, err
-			}
-			waited, err := w.m.limiter.Acquire(ctx)
-			if err != nil {
-				return 0, false, err
-			}
-			defer w.m.limiter.Release()
-			ctx = withLimiterWait(ctx, waited)
-			pipe = node.Pipeline()
-		} else {
-			pipe = w.m.client.Pipeline()
-		}
-		cmds := make([]*redis.IntCmd, len(chunk))
+		cmds := make([]redis.Cmder, len(chunk))
 		for i, msg := range chunk {
 			cmds[i] = redis.NewIntCmd(ctx, "publish", channel, msg)
-			_ = pipe.Process(ctx, noRetry{cmds[i]})
 		}
-		execErr := execPipe(ctx, pipe)
-		if execErr == nil {
+		outcomes := make([]coalesce.Outcome, len(chunk))
+		var err error
+		if cc, ok := w.m.client.(*redis.ClusterClient); ok {
+			err = w.publishOnNode(ctx, cc, channel, cmds, outcomes)
+		} else {
+			err = w.m.sendAll(ctx, cmds, outcomes)
+		}
+		if err == nil {
 			return len(chunk), false, nil
 		}
 		// Replies arrive in order: the leading successes are acknowledged.
-		// After a transport error go-redis marks every command failed, so
-		// the whole chunk counts as uncertain, which is the safe side.
 		acked := 0
-		for _, c := range cmds {
-			if c.Err() != nil {
-				break
-			}
+		for acked < len(cmds) && outcomes[acked] == coalesce.Answered && cmds[acked].Err() == nil {
 			acked++
 		}
-		var firstErr error = execErr
-		if acked < len(cmds) {
-			firstErr = cmds[acked].Err()
+		// Of the others, any that was answered without error or that may have
+		// been written makes the rest uncertain.
+		uncertain := false
+		for i := acked; i < len(cmds); i++ {
+			if outcomes[i] == coalesce.Uncertain || (outcomes[i] == coalesce.Answered && cmds[i].Err() == nil) {
+				uncertain = true
+			}
 		}
-		// A server error reply on one PUBLISH (the server answered; the rest of
-		// the pipeline still ran) leaves the later ones applied or not: uncertain.
-		uncertain := maybeSent(firstErr) || (isServerError(firstErr) && acked < len(cmds)-1)
-		return acked, uncertain, firstErr
+		if acked < len(cmds) {
+			err = cmds[acked].Err()
+		}
+		return acked, uncertain, err
 	})
 }
 
-func execPipe(ctx context.Context, pipe redis.Pipeliner) error {
-	_, err := pipe.Exec(ctx)
-	return err
+// publishOnNode sends a chunk of PUBLISH commands to the node that owns
+// channel's hash slot. A keyless PUBLISH would go to any node, chunk by
+// chunk, and the cluster bus does not order messages of different nodes. The
+// node's client has no limiter hook: the chunk takes its permit here.
+func (w *Worker) publishOnNode(ctx context.Context, cc *redis.ClusterClient, channel string, cmds []redis.Cmder, outcomes []coalesce.Outcome) error {
+	node, err := cc.MasterForKey(ctx, channel)
+	if err != nil {
+		setErr(cmds, err)
+		return err
+	}
+	for attempt := 0; ; attempt++ {
+		waited, err := w.m.limiter.Acquire(ctx)
+		if err != nil {
+			setErr(cmds, err)
+			return err
+		}
+		pipe := node.Pipeline()
+		for _, cmd := range cmds {
+			_ = pipe.Process(ctx, noRetry{cmd})
+		}
+		_, err = pipe.Exec(w.m.limiter.withPermit(ctx, waited))
+		w.m.limiter.Release()
+		if err == nil {
+			for i := range outcomes {
+				outcomes[i] = coalesce.Answered
+			}
+			return nil
+		}
+		// go-redis sets a failure on every command without a reply; only a
+		// failure before anything was written is safe to send again.
+		written := !rediserr.NotWritten(cmds[0].Err())
+		for i, cmd := range cmds {
+			switch e := cmd.Err(); {
+			case rediserr.Final(e):
+				outcomes[i] = coalesce.Answered
+			case written:
+				outcomes[i] = coalesce.Uncertain
+			default:
+				outcomes[i] = coalesce.Unsent
+			}
+		}
+		if written || attempt == defaultMaxRetries || !rediserr.NotConnected(err) || !coalesce.Backoff(ctx, attempt) {
+			return err
+		}
+	}
 }
 
 // chunkFunc sends one chunk. It returns how many leading items Redis
@@ -310,7 +388,7 @@ func (w *Worker) batch(ctx context.Context, op, cmdName string, values []any, se
 		if w.m.tel != nil {
 			w.m.tel.RecordBatchChunk(ctx, cmdName, end-done)
 		}
-		acked, uncertain, err := w.sendChunk(ctx, send, values[done:end])
+		acked, uncertain, err := send(ctx, values[done:end])
 		if err != nil {
 			to := 0
 			if uncertain {
@@ -321,32 +399,6 @@ func (w *Worker) batch(ctx context.Context, op, cmdName string, values []any, se
 		done = end
 	}
 	return done, nil
-}
-
-// sendChunk sends a chunk, and sends it again (up to chunkRetries times, with
-// backoff) when it failed before anything was written: the connection it
-// needed could not be set up (a dial failure, or the server refusing the
-// connection with ErrMaxClients). go-redis retries single commands on such
-// failures; chunks opt out of its retries, because a chunk whose reply was
-// lost must not be sent twice, so the batch retries the safe case itself.
-func (w *Worker) sendChunk(ctx context.Context, send chunkFunc, chunk []any) (acked int, uncertain bool, err error) {
-	for attempt := 0; ; attempt++ {
-		acked, uncertain, err = send(ctx, chunk)
-		if err == nil || uncertain || acked > 0 || attempt == defaultMaxRetries || !notConnected(err) || w.m.closed.Load() {
-			return acked, uncertain, err
-		}
-		if !sleepBackoff(ctx, attempt) {
-			return acked, uncertain, err
-		}
-	}
-}
-
-// notConnected reports a failure to set up the connection a command needed:
-// nothing was written, so sending again is safe.
-func notConnected(err error) bool {
-	var op *net.OpError
-	var se *setupError
-	return (errors.As(err, &op) && op.Op == "dial") || errors.As(err, &se)
 }
 
 // contextErr is ctx.Err(), and DeadlineExceeded as soon as the deadline has
@@ -360,32 +412,4 @@ func contextErr(ctx context.Context) error {
 		return context.DeadlineExceeded
 	}
 	return nil
-}
-
-// maybeSent reports whether a failed command may have reached Redis. It is
-// false only for failures known to happen before anything is written: the
-// caller's context ended while it waited, manager or client closed, no pooled
-// connection, the connection could not be set up, or a server error reply
-// (the server refused the command, it did not apply it).
-func maybeSent(err error) bool {
-	switch {
-	case err == nil,
-		// go-redis, the limiter and the coalescer return the context's own
-		// error only before anything is written; a deadline that passes
-		// during the read is an i/o timeout.
-		err == context.Canceled, err == context.DeadlineExceeded,
-		errors.Is(err, ErrClosed),
-		errors.Is(err, redis.ErrClosed),
-		errors.Is(err, redis.ErrPoolTimeout),
-		errors.Is(err, redis.ErrPoolExhausted),
-		isServerError(err),
-		notConnected(err):
-		return false
-	}
-	return true
-}
-
-func isServerError(err error) bool {
-	var re redis.Error
-	return errors.As(err, &re)
 }

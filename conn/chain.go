@@ -2,78 +2,109 @@ package conn
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redisconn/redisconn/internal/coalesce"
 	"github.com/redisconn/redisconn/telemetry"
 )
 
-// The hook chain of a manager's client, outermost first. Each hook has one
-// job; addHooks is the one place that composes them.
+// The hook chains of a manager's clients, outermost first. Each hook has one
+// job; this file is the one place that composes them.
 //
-//  1. closed: after Close every operation fails with ErrClosed before it
+// The client callers use (the API's, and the Worker's embedded client):
+//
+//  1. the user's hooks (Worker.AddHook): each caller's command, of its own
+//     type, in its caller's context, as on a plain go-redis client. What
+//     they measure includes the queueing below, as a plain client's hook
+//     includes the wait for a pooled connection.
+//  2. closed: after Close every operation fails with ErrClosed before it
 //     waits for anything.
-//  2. coalescing (Worker): a coalescable single command joins other callers'
-//     commands in a shared round trip. It sits outside the limiter because
-//     a round trip, not each command, is one operation: the round trip takes
-//     the permit.
-//  3. limiter (Worker): one permit per operation that reaches it: a command,
-//     a pipeline, a transaction, a coalesced round trip. Outside telemetry, so
-//     the time spent waiting is not counted as command time but recorded as
-//     the limiter wait.
-//  4. coalescing's inner half (Worker): a round trip that has its permit is
-//     sent; callers that gave up before that leave it, unsent.
-//  5. pool timeout: a pool timeout gets the role and a snapshot of pool and
+//  3. coalescing (Worker): a coalescable single command goes to the
+//     coalescer (internal/coalesce), which sends it on the wire client
+//     below, with other callers' commands, in a round trip that takes one
+//     limiter permit. Nothing of it goes on down this chain.
+//  4. session (Worker): a command that would change the state of a pooled
+//     connection (SELECT, CLIENT SETNAME, ...) fails with an error saying
+//     what to use instead, unless it runs inside an operation's permit: that
+//     is go-redis setting up the connection the operation needed.
+//  5. limiter (Worker): one permit per operation: a command, a pipeline, a
+//     transaction. A connection's set-up runs inside the permit of the
+//     operation that needed the connection (go-redis sends it through these
+//     hooks, in that operation's context) and takes none of its own.
+//  6. pool timeout: a pool timeout gets the role and a snapshot of pool and
 //     limiter (PoolTimeoutError). Inside the limiter, so the snapshot counts
 //     the operation that timed out.
-//  6. telemetry: spans, then metrics (per node in a cluster), inside the
-//     permit: they measure the round trip as Redis saw it.
-//  7. handshake: connection set-up failures become the errors callers
-//     branch on (ErrMaxClients, a dial failure, or a *SetupError).
-//  8. the user's hooks (AddHook), then go-redis.
+//  7. cluster reload (cluster): a network failure asks go-redis to reload
+//     the slot map soon.
+//  8. per server (per node in a cluster): spans, then metrics, then
+//     connection set-up errors (handshake).
+//  9. hooks added to the embedded client directly (w.UniversalClient.AddHook):
+//     innermost, where go-redis puts them; they see the operations that go to
+//     Redis on this client, not the coalesced commands.
 //
-// What the user's hooks see: every operation as it reaches Redis. A plain
-// command is one ProcessHook call; a coalesced round trip is one
-// ProcessPipelineHook call holding the commands of its callers (and each is
-// sent again in a smaller pipeline when it is retried); pipelines and
-// transactions are what they are. A command of a Watch transaction or a Conn
-// goes through the Worker's held-connection client (see held.go), which has
-// the same hooks except coalescing and the limiter.
-func (m *manager) addHooks(c redis.UniversalClient, limited bool) {
+// The Worker's wire client sends the coalescer's round trips: pool timeout,
+// cluster reload, then per server spans and metrics (each command in its
+// caller's trace, the round trip one operation) and handshake. Its commands
+// are the coalescer's wire commands; no user hook sees them (a user's
+// DialHook does see its dials).
+//
+// The Worker's held client (Watch, Conn, INFO; see held.go): the user's
+// hooks, closed, pool timeout, then per server spans, metrics and handshake.
+func (m *manager) addHooks() {
+	if m.held != nil {
+		c := m.held
+		if m.users != nil {
+			c.AddHook(m.users)
+		}
+		c.AddHook(closedHook{closed: &m.closed})
+		c.AddHook(poolTimeoutHook{m: m})
+		m.addServerHooks(c, telemetry.Operations{})
+	}
+	if m.wire != nil {
+		c := m.wire
+		if m.users != nil {
+			c.AddHook(dialOnly{m.users})
+		}
+		c.AddHook(poolTimeoutHook{m: m})
+		m.addServerHooks(c, telemetry.Operations{Callers: wireCallers})
+	}
+	c := m.client
+	if m.users != nil {
+		c.AddHook(m.users)
+	}
 	c.AddHook(closedHook{closed: &m.closed})
-	if limited && m.coalescer != nil {
+	if m.coalesces {
 		c.AddHook(coalesceHook{c: m.coalescer})
 	}
-	if limited && m.limiter != nil {
+	if m.limiter != nil {
+		c.AddHook(sessionHook{})
 		c.AddHook(limiterHook{l: m.limiter})
 	}
-	if limited && m.coalescer != nil {
-		c.AddHook(coalesceSendHook{c: m.coalescer})
-	}
 	c.AddHook(poolTimeoutHook{m: m})
-	cc, isCluster := c.(*redis.ClusterClient)
-	if isCluster {
-		c.AddHook(clusterReloadHook{cc: cc, last: new(atomic.Int64)})
-	}
+	m.addServerHooks(c, telemetry.Operations{LimiterWait: permitWait})
+}
+
+// addServerHooks adds the cluster reload hook and, per server, telemetry and
+// handshake.
+func (m *manager) addServerHooks(c redis.UniversalClient, ops telemetry.Operations) {
 	perNode := func(node *redis.Client) {
 		if m.tel != nil {
-			spans, metrics := m.tel.Hooks(node.Options().Addr, m.operations())
+			spans, metrics := m.tel.Hooks(node.Options().Addr, ops)
 			node.AddHook(spans)
 			node.AddHook(metrics)
 		}
 		node.AddHook(handshakeHook{})
 	}
-	if isCluster {
+	if cc, ok := c.(*redis.ClusterClient); ok {
+		cc.AddHook(clusterReloadHook{cc: cc, last: new(atomic.Int64)})
 		cc.OnNewNode(perNode)
-	} else {
-		perNode(c.(*redis.Client))
+		return
 	}
-}
-
-// operations tells telemetry what the outer hooks know of an operation.
-func (m *manager) operations() telemetry.Operations {
-	return telemetry.Operations{LimiterWait: limiterWaitFrom, RoundTrip: roundTripFrom}
+	perNode(c.(*redis.Client))
 }
 
 // closedHook fails every command and pipeline after Close with ErrClosed,
@@ -102,23 +133,93 @@ func (h closedHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 	}
 }
 
+// coalesceHook hands a coalescable single command to the coalescer, which
+// sends it on the wire client with other callers' commands. Everything
+// else, pipelines included, goes on down the chain.
+type coalesceHook struct{ c *coalesce.Coalescer }
+
+func (h coalesceHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h coalesceHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if !coalescable(cmd) {
+			return next(ctx, cmd)
+		}
+		_, err := h.c.Do(ctx, cmd)
+		return err
+	}
+}
+
+func (h coalesceHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// SessionError is the error of a command that would change the state of a
+// pooled connection (SELECT, AUTH, HELLO, CLIENT SETNAME, SUBSCRIBE, ...):
+// the state would reach whichever caller gets the connection next. Nothing
+// was sent. Advice says what to use instead.
+type SessionError struct {
+	Command string // the command's name, upper case
+	Advice  string
+}
+
+func (e *SessionError) Error() string {
+	return fmt.Sprintf("redisconn: %s would change the state of a pooled connection: %s", e.Command, e.Advice)
+}
+
+// sessionHook refuses session commands outside an operation's permit (see
+// SessionError); inside one, they are go-redis setting up the connection
+// that operation needed.
+type sessionHook struct{}
+
+func (sessionHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (sessionHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if err := refuseSession(ctx, cmd); err != nil {
+			cmd.SetErr(err)
+			return err
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (sessionHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			if err := refuseSession(ctx, cmd); err != nil {
+				setErr(cmds, err)
+				return err
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+func refuseSession(ctx context.Context, cmd redis.Cmder) error {
+	if classOf(cmd) != session {
+		return nil
+	}
+	if _, held := permitWait(ctx); held {
+		return nil
+	}
+	return &SessionError{Command: strings.ToUpper(cmd.FullName()), Advice: sessionAdvice(cmd)}
+}
+
 // limiterHook runs every command and every pipeline (one operation) under a
 // limiter permit, released when the operation returns, and tells the hooks
-// inside how long it waited (limiterWaitFrom).
-//
-// go-redis sets up a new connection (HELLO, AUTH, SELECT, CLIENT SETINFO) by
-// sending commands through a copy of the same hooks, on the goroutine of the
-// operation that needed the connection, which holds a permit already. Set-up
-// commands pass without one: asking could deadlock when every permit is held
-// by an operation waiting for its own connection's set-up.
+// inside how long it waited (permitWait). An operation that runs inside
+// another's permit (go-redis setting up the connection the other one
+// needed, in its context) takes none: asking could deadlock when every
+// permit is held by an operation waiting for its own connection's set-up.
 type limiterHook struct{ l *limiter }
 
 func (h limiterHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (h limiterHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if telemetry.SetupCommand(cmd) {
-			return next(withoutPermit(ctx), cmd)
+		if h.l.heldIn(ctx) {
+			return next(ctx, cmd)
 		}
 		waited, err := h.l.Acquire(ctx)
 		if err != nil {
@@ -126,14 +227,14 @@ func (h limiterHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 			return err
 		}
 		defer h.l.Release()
-		return next(withLimiterWait(ctx, waited), cmd)
+		return next(h.l.withPermit(ctx, waited), cmd)
 	}
 }
 
 func (h limiterHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if telemetry.SetupPipeline(cmds) {
-			return next(withoutPermit(ctx), cmds)
+		if h.l.heldIn(ctx) {
+			return next(ctx, cmds)
 		}
 		waited, err := h.l.Acquire(ctx)
 		if err != nil {
@@ -141,49 +242,64 @@ func (h limiterHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 			return err
 		}
 		defer h.l.Release()
-		return next(withLimiterWait(ctx, waited), cmds)
+		return next(h.l.withPermit(ctx, waited), cmds)
 	}
 }
 
-// Context values by which the outer hooks describe an operation to the
-// telemetry inside them. They carry facts, never decide a path.
-type (
-	limiterWaitKey struct{}
-	roundTripKey   struct{}
-)
+// permitKey is the one context value of the chain: the permit the
+// operation in the context holds. It is a fact about the operation (the
+// hooks inside report its wait; its connection's set-up runs inside it),
+// never a path.
+type permitKey struct{}
 
-func withLimiterWait(ctx context.Context, waited time.Duration) context.Context {
-	return context.WithValue(ctx, limiterWaitKey{}, waited)
+type permit struct {
+	l      *limiter
+	waited time.Duration
 }
 
-// withoutPermit says that the operation in ctx took no permit of its own:
-// a connection's set-up runs in the context of the operation that needed
-// the connection, whose wait is not the set-up's.
-func withoutPermit(ctx context.Context) context.Context {
-	if _, ok := limiterWaitFrom(ctx); !ok {
-		return ctx
+func (l *limiter) withPermit(ctx context.Context, waited time.Duration) context.Context {
+	return context.WithValue(ctx, permitKey{}, permit{l: l, waited: waited})
+}
+
+// heldIn reports whether the operation in ctx holds a permit of l.
+func (l *limiter) heldIn(ctx context.Context) bool {
+	p, ok := ctx.Value(permitKey{}).(permit)
+	return ok && p.l == l
+}
+
+// permitWait is how long the operation in ctx waited for its permit; false
+// when it holds none.
+func permitWait(ctx context.Context) (time.Duration, bool) {
+	p, ok := ctx.Value(permitKey{}).(permit)
+	return p.waited, ok
+}
+
+// wireCallers are the callers of a coalesced round trip's commands, for the
+// wire client's telemetry; false for anything else (a connection's set-up).
+func wireCallers(cmds []redis.Cmder) ([]telemetry.Caller, bool) {
+	if len(cmds) == 0 {
+		return nil, false
 	}
-	return context.WithValue(ctx, limiterWaitKey{}, time.Duration(-1))
-}
-
-// limiterWaitFrom is how long the operation in ctx waited for its permit;
-// false when it took none.
-func limiterWaitFrom(ctx context.Context) (time.Duration, bool) {
-	d, ok := ctx.Value(limiterWaitKey{}).(time.Duration)
-	return d, ok && d >= 0
-}
-
-func withRoundTrip(ctx context.Context, rt *roundTrip) context.Context {
-	return context.WithValue(ctx, roundTripKey{}, rt)
-}
-
-// roundTripFrom describes, for telemetry, the coalesced round trip in ctx;
-// nil for any other operation.
-func roundTripFrom(ctx context.Context) *telemetry.RoundTrip {
-	if rt, ok := ctx.Value(roundTripKey{}).(*roundTrip); ok {
-		return &rt.desc
+	callers := make([]telemetry.Caller, len(cmds))
+	for i, cmd := range cmds {
+		c, ok := coalesce.CallerOf(cmd)
+		if !ok {
+			return nil, false
+		}
+		callers[i] = telemetry.Caller{Ctx: c.Ctx, Queued: c.Queued, Call: c.Call}
 	}
-	return nil
+	return callers, true
+}
+
+// dialOnly is the DialHook of h alone.
+type dialOnly struct{ h redis.Hook }
+
+func (d dialOnly) DialHook(next redis.DialHook) redis.DialHook { return d.h.DialHook(next) }
+func (d dialOnly) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return next
+}
+func (d dialOnly) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }
 
 func setErr(cmds []redis.Cmder, err error) {

@@ -2,13 +2,11 @@ package conn
 
 import (
 	"context"
-	"errors"
-	"io"
-	"net"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redisconn/redisconn/internal/rediserr"
 )
 
 // clusterReloadHook makes a cluster client notice a failover quickly.
@@ -45,7 +43,7 @@ func (h clusterReloadHook) ProcessPipelineHook(next redis.ProcessPipelineHook) r
 }
 
 func (h clusterReloadHook) check(err error) {
-	if err == nil || !networkError(err) {
+	if err == nil || !rediserr.Network(err) {
 		return
 	}
 	now := time.Now().UnixNano()
@@ -54,11 +52,4 @@ func (h clusterReloadHook) check(err error) {
 		return
 	}
 	h.cc.ReloadState(context.Background()) // asynchronous in go-redis
-}
-
-// networkError: the server could not be reached or the connection broke.
-func networkError(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, net.ErrClosed)
 }

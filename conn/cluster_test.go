@@ -2,6 +2,7 @@ package conn_test
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"sync"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/redisconn/redisconn/conn"
 	"github.com/redisconn/redisconn/internal/redistest"
 )
@@ -201,4 +203,93 @@ func TestClusterFailover(t *testing.T) {
 		t.Errorf("after failover: %d nodes, limiter %+v", len(info.Nodes), *info.Limiter)
 	}
 	t.Logf("errors for %v after the kill (%d errors, %d successes)", window, errN.Load(), okN.Load())
+}
+
+// A batch chunk that was answered keeps its answer when the rest of its
+// round trip fails: a master dies, so the commands of the round trip for its
+// slots cannot connect and go-redis's cluster client retries them after a
+// backoff, during which the callers' deadline passes (go-redis then sets the
+// context's error on every command without an error, the answered chunk
+// included). In 32 tries, BatchRPush never reports as unsent items that are
+// in the list: every item in the list is acknowledged or in the uncertain
+// range. A plain ClusterClient pipeline of the same commands is the baseline.
+func TestAWrittenBatchChunkIsNeverReportedUnsentOnACluster(t *testing.T) {
+	cluster := redistest.StartCluster(t, redistest.ClusterOptions{Masters: 3, NodeTimeout: 30 * time.Second})
+	cfg := conn.DefaultConfig(conn.RoleWorker)
+	cfg.ClusterAddrs = cluster.Addrs()
+	cfg.ConnectTimeout = 200 * time.Millisecond
+	w := newWorker(t, cfg)
+	check := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cluster.Addrs(), MaxRetries: -1})
+	defer check.Close()
+	plain := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cluster.Addrs(), DialTimeout: 200 * time.Millisecond})
+	defer plain.Close()
+	ctx := ctxTimeout(t, time.Minute)
+
+	// Keys on a master that lives and on the one that dies.
+	victim := cluster.Masters[2]
+	var live, dead []string
+	for i := 0; len(live) < 32 || len(dead) < 8; i++ {
+		key := "backoff:" + strconv.Itoa(i)
+		node, err := check.MasterForKey(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if node.Options().Addr == victim.Addr() {
+			dead = append(dead, key)
+		} else {
+			live = append(live, key)
+		}
+	}
+	dead = dead[:8]
+	// Every connection is made before the kill, so the dead master's fail on use.
+	_ = w.Get(ctx, dead[0]).Err()
+	_ = plain.Get(ctx, dead[0]).Err()
+	victim.Kill()
+
+	wrong, acked, uncertain := 0, 0, 0
+	for i := 0; i < 32; i++ {
+		key := live[i]
+		dctx, cancel := context.WithTimeout(ctx, 40*time.Millisecond)
+		var wg sync.WaitGroup
+		for _, k := range dead {
+			wg.Add(1)
+			go func() { defer wg.Done(); _ = w.Get(dctx, k).Err() }()
+		}
+		n, err := w.BatchRPush(dctx, key, 1, 2, 3, 4, 5)
+		wg.Wait()
+		cancel()
+		got, _ := check.LLen(ctx, key).Result()
+		var be *conn.BatchError
+		to := int64(n)
+		if errors.As(err, &be) {
+			to = int64(be.UncertainTo)
+		}
+		switch {
+		case got > to:
+			wrong++
+			t.Errorf("try %d: LLEN %d, but BatchRPush said %d acknowledged: %v", i, got, n, err)
+		case n == 5:
+			acked++
+		case got <= to && to > int64(n):
+			uncertain++
+		}
+	}
+	t.Logf("worker: %d of 32 chunks acknowledged, %d reported uncertain, %d reported unsent though in the list", acked, uncertain, wrong)
+
+	lost := 0
+	for i := 0; i < 32; i++ {
+		key := "plain:" + live[i]
+		dctx, cancel := context.WithTimeout(ctx, 40*time.Millisecond)
+		pipe := plain.Pipeline()
+		rpush := pipe.RPush(dctx, key, 1, 2, 3, 4, 5)
+		for _, k := range dead {
+			pipe.Get(dctx, k)
+		}
+		_, _ = pipe.Exec(dctx)
+		cancel()
+		if got, _ := check.LLen(ctx, key).Result(); got == 5 && rpush.Err() != nil {
+			lost++
+		}
+	}
+	t.Logf("plain ClusterClient pipeline: %d of 32 applied RPUSHes returned an error", lost)
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -234,38 +233,5 @@ func TestCoalescingCanBeTurnedOff(t *testing.T) {
 	info, _ := w.ConnectionInfo(ctx)
 	if got := info.Pool.Hits + info.Pool.Misses; got < 51 { // the PING, then 50 INCRs
 		t.Fatalf("%d round trips for 51 commands with coalescing off", got)
-	}
-}
-
-// countingHook counts the commands and pipelines it sees.
-type countingHook struct{ cmds, pipes atomic.Int64 }
-
-func (h *countingHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *countingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if cmd.Name() == "incr" { // not the set-up of new connections (HELLO, CLIENT SETINFO)
-			h.cmds.Add(1)
-		}
-		return next(ctx, cmd)
-	}
-}
-func (h *countingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error { h.pipes.Add(1); return next(ctx, cmds) }
-}
-
-// A hook added after NewWorker sees the coalesced pipelines, and coalescing stays on.
-func TestAddHookKeepsCoalescing(t *testing.T) {
-	w := newWorker(t, config(conn.RoleWorker, shared))
-	var h countingHook
-	w.AddHook(&h)
-	ctx := ctxTimeout(t, 10*time.Second)
-	var wg sync.WaitGroup
-	for i := 0; i < 100; i++ {
-		wg.Add(1)
-		go func() { defer wg.Done(); _ = w.Incr(ctx, "coalesce:hooked").Err() }()
-	}
-	wg.Wait()
-	if h.pipes.Load() == 0 || h.pipes.Load() >= 100 || h.cmds.Load() != 0 {
-		t.Fatalf("after AddHook: %d pipelines, %d single commands for 100 concurrent INCRs", h.pipes.Load(), h.cmds.Load())
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redisconn/redisconn/internal/rediserr"
 )
 
 // ErrMaxClients is the cause of a connection that the Redis server refused
@@ -54,7 +55,7 @@ func (handshakeHook) DialHook(next redis.DialHook) redis.DialHook {
 func (handshakeHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		err := next(ctx, cmd)
-		if err == nil || cmd.Name() != "hello" || (isServerError(err) && !redis.IsMaxClientsError(err)) {
+		if err == nil || cmd.Name() != "hello" || (rediserr.Server(err) && !redis.IsMaxClientsError(err)) {
 			return err
 		}
 		// A failed HELLO is the set-up of a new connection failing: nothing of
@@ -63,7 +64,7 @@ func (handshakeHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		// connection). go-redis hands the operation this error unwrapped once,
 		// so the operation sees the dial failure (refused at maxclients) or
 		// go-redis's own error (a read timeout stays a read timeout); where it
-		// is not unwrapped, setupError is still a net.Error that unwraps to it.
+		// is not unwrapped, SetupError is still a net.Error that unwraps to it.
 		cause := err
 		if redis.IsMaxClientsError(err) || errors.Is(err, ErrMaxClients) {
 			op := &net.OpError{Op: "dial", Net: "tcp", Err: ErrMaxClients}
@@ -73,28 +74,11 @@ func (handshakeHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 			}
 			cause = op
 		}
-		err = &setupError{err: cause}
+		err = &rediserr.SetupError{Err: cause}
 		cmd.SetErr(err)
 		return err
 	}
 }
-
-// setupError is a connection that failed while go-redis set it up: nothing
-// of the operation that needed it was written. It is a net.Error, timing out
-// when its cause did, and unwraps to the cause.
-type setupError struct{ err error }
-
-func (e *setupError) Error() string { return "redisconn: connection set-up: " + e.err.Error() }
-func (e *setupError) Unwrap() error { return e.err }
-
-// Timeout reports whether the set-up timed out.
-func (e *setupError) Timeout() bool {
-	var ne net.Error
-	return errors.As(e.err, &ne) && ne.Timeout()
-}
-
-// Temporary is part of net.Error: a failed set-up may succeed on a new connection.
-func (e *setupError) Temporary() bool { return true }
 
 func (handshakeHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return next
@@ -108,7 +92,9 @@ func (handshakeHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 // gets is the retry's broken pipe.) Reads and writes go straight through.
 type farewellConn struct {
 	*net.TCPConn
-	// state: 0 nothing read yet, 1 read, 2 refused with maxclients.
+	// state: 0 nothing read yet, 1 read, 2 refused with maxclients, 3 the
+	// server answered with a protocol error, after which it closes the
+	// connection.
 	state atomic.Int32
 }
 
@@ -117,17 +103,29 @@ func (c *farewellConn) NetConn() net.Conn { return c.TCPConn }
 
 func (c *farewellConn) Read(b []byte) (int, error) {
 	n, err := c.TCPConn.Read(b)
-	if n > 0 && c.state.Load() == 0 {
-		if strings.HasPrefix(string(b[:n]), maxClientsReply) {
-			c.state.Store(2)
-		} else {
-			c.state.Store(1)
-		}
+	if n == 0 {
+		return n, err
+	}
+	switch state := c.state.Load(); {
+	case state == 0 && strings.HasPrefix(string(b[:n]), maxClientsReply):
+		c.state.Store(2)
+	case state == 0:
+		c.state.Store(1)
+	}
+	if b[0] == '-' && strings.HasPrefix(string(b[:min(n, len(protocolErrorReply))]), protocolErrorReply) {
+		// A command too large for the server (proto-max-bulk-len), alone in
+		// its round trip: the server closes the connection after this reply.
+		c.state.Store(3)
 	}
 	return n, err
 }
 
 func (c *farewellConn) Write(b []byte) (int, error) {
+	if c.state.Load() == 3 {
+		// Nothing is written to a connection the server is closing: the
+		// commands may go again on another.
+		return 0, &net.OpError{Op: "write", Net: "tcp", Addr: c.RemoteAddr(), Err: rediserr.ErrClosedByServer}
+	}
 	n, err := c.TCPConn.Write(b)
 	if err == nil || !(errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)) {
 		return n, err
@@ -150,4 +148,7 @@ func (c *farewellConn) Write(b []byte) (int, error) {
 	return n, ErrMaxClients
 }
 
-const maxClientsReply = "-ERR max number of clients reached"
+const (
+	maxClientsReply    = "-ERR max number of clients reached"
+	protocolErrorReply = "-ERR Protocol error"
+)

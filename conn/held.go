@@ -13,11 +13,13 @@ import (
 // and permit holders that wait for a connection, can use up the pool
 // between them (300 concurrent Watch transactions on one shared pool of 200
 // produced pool timeouts). So a standalone Worker splits its pool
-// (REDIS_WORKER_MAX_CONNECTIONS) in two:
+// (REDIS_WORKER_MAX_CONNECTIONS) in three (poolShares):
 //
 //   - MaxConcurrentOps connections for the operations the limiter governs:
 //     every permit holder finds a connection, and never waits for one held
 //     by a transaction;
+//   - one per coalescing flusher (2) for the coalesced round trips, which
+//     take their permits from the same limiter;
 //   - the rest, at least one, for what holds a connection between commands
 //     (Watch, Conn) and for diagnostics (ConnectionInfo's INFO, the server
 //     metrics), which must answer while the limiter is saturated. These take
@@ -27,8 +29,25 @@ import (
 // In cluster mode go-redis runs Watch on the node that owns the keys, outside
 // the cluster client's hooks, so the limiter never meets it there.
 
-// heldPoolSize is the held share of the Worker's pool.
-func heldPoolSize(cfg Config) int { return max(cfg.PoolSize-cfg.MaxConcurrentOps, 1) }
+// shares are the pool sizes of a manager's clients (per node in a cluster).
+type shares struct{ limited, wire, held int }
+
+func (s shares) total() int { return s.limited + s.wire + s.held }
+
+// poolShares splits cfg.PoolSize between the clients of a manager of role.
+// The API has one pool. In a cluster the Worker has no held share (go-redis
+// runs Watch on a node's client, outside the limiter) and every node's pool
+// serves at most MaxConcurrentOps operations.
+func poolShares(cfg Config, role Role, flushers int) shares {
+	if role != RoleWorker {
+		return shares{limited: cfg.PoolSize}
+	}
+	wire := max(min(flushers, cfg.MaxConcurrentOps), 1)
+	if len(cfg.ClusterAddrs) > 0 {
+		return shares{limited: max(cfg.PoolSize-wire, cfg.MaxConcurrentOps), wire: wire}
+	}
+	return shares{limited: cfg.MaxConcurrentOps, wire: wire, held: max(cfg.PoolSize-cfg.MaxConcurrentOps-wire, 1)}
+}
 
 // diagnostics is the client for INFO: the held share on a standalone Worker,
 // the client itself otherwise.
@@ -65,4 +84,31 @@ func (w *Worker) Conn() (*redis.Conn, error) {
 		return nil, ErrClosed
 	}
 	return w.m.held.Conn(), nil
+}
+
+// Subscribe subscribes to channels, as go-redis's Subscribe does, on a
+// connection of its own outside the pool and the limiter, set up through the
+// held share's hooks (see held.go).
+func (w *Worker) Subscribe(ctx context.Context, channels ...string) *redis.PubSub {
+	return w.pubSubClient().Subscribe(ctx, channels...)
+}
+
+// PSubscribe subscribes to channel patterns, as Subscribe does.
+func (w *Worker) PSubscribe(ctx context.Context, patterns ...string) *redis.PubSub {
+	return w.pubSubClient().PSubscribe(ctx, patterns...)
+}
+
+// SSubscribe subscribes to shard channels, as Subscribe does.
+func (w *Worker) SSubscribe(ctx context.Context, channels ...string) *redis.PubSub {
+	return w.pubSubClient().SSubscribe(ctx, channels...)
+}
+
+// pubSubClient is where the Worker's subscriptions set up their connections:
+// the held share on a standalone server (a pub/sub connection's set-up runs
+// outside any operation's permit), the cluster's node clients otherwise.
+func (w *Worker) pubSubClient() redis.UniversalClient {
+	if w.m.held != nil {
+		return w.m.held
+	}
+	return w.UniversalClient
 }

@@ -106,23 +106,20 @@ type LimiterInfo struct {
 	CoalescedCommands   int64 `json:"coalesced_commands"`
 }
 
-// limiterInfo adds up the limiter's counts and the coalescer's.
+// limiterInfo adds up the limiter's counts and the coalescer's: the limiter
+// counts the callers that wait for a permit of their own, the coalescer the
+// callers of round trips.
 func (m *manager) limiterInfo() LimiterInfo {
 	l := m.limiter.counts()
+	c := m.coalescer.Counts()
 	li := LimiterInfo{
-		Limit: l.limit, InFlight: l.inFlight, Waiting: l.waiting,
-		RejectedContext: l.rejectedContext, RejectedClosed: l.rejectedClose,
-		Acquired: l.acquired, Waited: l.waited,
-	}
-	if m.coalescer != nil {
-		c := m.coalescer.counts()
-		li.Queued, li.InFlightCallers = c.queued, c.sent
-		// A round trip waiting for its permit counts its callers, not itself.
-		li.Waiting = max(li.Waiting-c.unsentTrips, 0) + c.queued + c.unsent
-		// A round trip refused a permit counts its callers, not itself.
-		li.RejectedContext += c.rejectedContext - c.refusedContext
-		li.RejectedClosed += c.rejectedClose - c.refusedClose
-		li.CoalescedRoundTrips, li.CoalescedCommands = c.roundTrips, c.commands
+		Limit: l.limit, InFlight: l.inFlight,
+		Waiting:         l.waiting + c.Queued + c.Unsent,
+		RejectedContext: l.rejectedContext + c.RejectedContext,
+		RejectedClosed:  l.rejectedClose + c.RejectedClosed,
+		Acquired:        l.acquired, Waited: l.waited,
+		Queued: c.Queued, InFlightCallers: c.Sent,
+		CoalescedRoundTrips: c.RoundTrips, CoalescedCommands: c.Commands,
 	}
 	li.Rejected = li.RejectedContext + li.RejectedClosed
 	return li
@@ -151,7 +148,7 @@ func (m *manager) info(ctx context.Context) (ConnectionInfo, error) {
 		return ci, ErrClosed
 	}
 	if !m.cluster {
-		m.fillPools(&ci, m.client.PoolStats(), 1)
+		m.fillPools(&ci, 1)
 		srv, err := serverInfo(ctx, m.diagnostics())
 		ci.Server = srv
 		if err != nil {
@@ -167,10 +164,14 @@ func (m *manager) info(ctx context.Context) (ConnectionInfo, error) {
 	)
 	// Node errors are reported per node; only a failure to reach the cluster
 	// at all is an error of the whole call.
+	wire := m.wireNodePools(ctx)
 	err := cc.ForEachShard(ctx, func(ctx context.Context, node *redis.Client) error {
-		n := NodeInfo{Addr: node.Options().Addr, Pool: poolInfo(node.PoolStats(), m.cfg.PoolSize)}
+		addr := node.Options().Addr
 		srv, err := serverInfo(ctx, node)
-		n.Server = srv
+		// After INFO, whose connection counts too.
+		s := wire[addr]
+		addPoolStats(&s, node.PoolStats())
+		n := NodeInfo{Addr: addr, Pool: poolInfo(&s, m.shares.total()), Server: srv}
 		if err != nil {
 			n.Error = err.Error()
 		}
@@ -181,7 +182,7 @@ func (m *manager) info(ctx context.Context) (ConnectionInfo, error) {
 	})
 	sort.Slice(nodes, func(i, j int) bool { return nodes[i].Addr < nodes[j].Addr })
 	ci.Nodes = nodes
-	m.fillPools(&ci, cc.PoolStats(), max(len(nodes), 1))
+	m.fillPools(&ci, len(nodes))
 	var nodeErrs []error
 	for i, n := range nodes {
 		s := &ci.Server
@@ -206,26 +207,10 @@ func (m *manager) info(ctx context.Context) (ConnectionInfo, error) {
 	return ci, nil
 }
 
-func (m *manager) fillPools(ci *ConnectionInfo, s *redis.PoolStats, nodes int) {
-	ci.Pool = poolInfo(s, m.cfg.PoolSize*nodes)
+func (m *manager) fillPools(ci *ConnectionInfo, nodes int) {
+	s := m.pool()
+	ci.Pool = poolInfo(&s, m.maxConns(nodes))
 	ci.PubSub = PubSubInfo{Active: s.PubSubStats.Active, Created: s.PubSubStats.Created}
-	if m.held != nil {
-		// The Worker's held share (held.go) is part of its pool.
-		h := m.held.PoolStats()
-		p := &ci.Pool
-		p.MaxConns = m.client.(*redis.Client).Options().PoolSize + m.held.Options().PoolSize
-		p.TotalConns += h.TotalConns
-		p.IdleConns += h.IdleConns
-		p.StaleConns += h.StaleConns
-		p.Hits += h.Hits
-		p.Misses += h.Misses
-		p.Timeouts += h.Timeouts
-		p.WaitCount += h.WaitCount
-		p.WaitDurationNs += h.WaitDurationNs
-		p.PendingRequests += h.PendingRequests
-		ci.PubSub.Active += h.PubSubStats.Active
-		ci.PubSub.Created += h.PubSubStats.Created
-	}
 }
 
 func serverInfo(ctx context.Context, c *redis.Client) (ServerInfo, error) {

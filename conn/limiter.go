@@ -23,6 +23,10 @@ import (
 //     permit goes to the next waiter; it is never lost.
 //   - After Close, waiters and later callers get ErrClosed. Permits already
 //     held stay valid until released.
+//   - Counters: acquired and waited count every permit granted. waiting and
+//     rejected count the callers of Acquire; a round trip of coalesced
+//     callers takes its permit through roundTripPermits, which the limiter
+//     does not count as a caller, because the coalescer counts its callers.
 //   - Every successful Acquire must be matched by exactly one Release.
 //     Release without a held permit is a bug in the caller and panics, as in
 //     x/sync/semaphore: a silent underflow would let the limiter run more
@@ -35,7 +39,9 @@ type limiter struct {
 	mu       sync.Mutex
 	inFlight int64
 	waiters  list.List // of *waiter, oldest first
-	closed   bool
+	// waiting counts the waiters that are callers (not round trips).
+	waiting int64
+	closed  bool
 
 	// Counters (under mu): permits granted, of which after a wait, and
 	// Acquire calls refused by reason.
@@ -44,7 +50,8 @@ type limiter struct {
 }
 
 type waiter struct {
-	ready chan struct{} // closed when the permit is granted or the limiter closes
+	counted bool          // a caller, not a round trip (see roundTripPermits)
+	ready   chan struct{} // closed when the permit is granted or the limiter closes
 	// granted is set under the lock before ready closes; a waiter that gave up
 	// reads it to know whether it must hand the permit on.
 	granted bool
@@ -59,14 +66,24 @@ func newLimiter(limit int) *limiter {
 // ctx.Err() if ctx ended first; ErrClosed after Close. Only a nil error
 // means a permit is held.
 func (l *limiter) Acquire(ctx context.Context) (time.Duration, error) {
+	return l.acquire(ctx, true)
+}
+
+// acquire is Acquire; counted says that the caller counts in waiting and
+// rejected.
+func (l *limiter) acquire(ctx context.Context, counted bool) (time.Duration, error) {
+	var one int64
+	if counted {
+		one = 1
+	}
 	l.mu.Lock()
 	switch {
 	case l.closed:
-		l.rejectedClose++
+		l.rejectedClose += one
 		l.mu.Unlock()
 		return 0, ErrClosed
 	case ctx.Err() != nil:
-		l.rejectedContext++
+		l.rejectedContext += one
 		l.mu.Unlock()
 		return 0, ctx.Err()
 	case l.inFlight < l.limit && l.waiters.Len() == 0:
@@ -75,8 +92,9 @@ func (l *limiter) Acquire(ctx context.Context) (time.Duration, error) {
 		l.mu.Unlock()
 		return 0, nil
 	}
-	w := &waiter{ready: make(chan struct{})}
+	w := &waiter{counted: counted, ready: make(chan struct{})}
 	elem := l.waiters.PushBack(w)
+	l.waiting += one
 	l.mu.Unlock()
 	start := time.Now()
 
@@ -84,8 +102,9 @@ func (l *limiter) Acquire(ctx context.Context) (time.Duration, error) {
 	case <-w.ready:
 		l.mu.Lock()
 		defer l.mu.Unlock()
+		l.waiting -= one
 		if !w.granted {
-			l.rejectedClose++
+			l.rejectedClose += one
 			return 0, ErrClosed
 		}
 		l.acquired++
@@ -94,6 +113,7 @@ func (l *limiter) Acquire(ctx context.Context) (time.Duration, error) {
 	case <-ctx.Done():
 		l.mu.Lock()
 		defer l.mu.Unlock()
+		l.waiting -= one
 		if w.granted {
 			// Granted in the same instant: hand the permit to the next waiter.
 			l.inFlight--
@@ -103,13 +123,23 @@ func (l *limiter) Acquire(ctx context.Context) (time.Duration, error) {
 		// Leaving the front may let the waiters behind go when permits are free.
 		l.grantLocked()
 		if l.closed && !w.granted {
-			l.rejectedClose++
+			l.rejectedClose += one
 			return 0, ErrClosed
 		}
-		l.rejectedContext++
+		l.rejectedContext += one
 		return 0, ctx.Err()
 	}
 }
+
+// roundTripPermits is the limiter as the coalescer sees it: a round trip's
+// permit, whose callers the coalescer counts.
+type roundTripPermits struct{ l *limiter }
+
+func (p roundTripPermits) Acquire(ctx context.Context) (time.Duration, error) {
+	return p.l.acquire(ctx, false)
+}
+
+func (p roundTripPermits) Release() { p.l.Release() }
 
 // Release returns one permit, which goes to the oldest waiter. It panics if
 // no permit is held.
@@ -161,7 +191,7 @@ func (l *limiter) counts() limiterCounts {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return limiterCounts{
-		limit: l.limit, inFlight: l.inFlight, waiting: int64(l.waiters.Len()),
+		limit: l.limit, inFlight: l.inFlight, waiting: l.waiting,
 		acquired: l.acquired, waited: l.waited,
 		rejectedContext: l.rejectedContext, rejectedClose: l.rejectedClose,
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redisconn/redisconn/internal/coalesce"
 	"github.com/redisconn/redisconn/telemetry"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
@@ -39,6 +40,28 @@ type options struct {
 	// (coalesceFlushers; a benchmark varies it).
 	flushers int
 }
+
+// Coalescing parameters, chosen by measurement (make bench, BenchmarkCoalescing).
+const (
+	// coalesceFlushers is how many round trips of coalesced commands may be
+	// in flight at once. At 100 callers 1/2/4/8 flushers gave 279k/278k/249k/
+	// 160k RPUSH/s, at 5000 callers 412k/460k/498k/494k (2 cores): two are as
+	// fast as one at 100 callers and close to the best at 5000, without
+	// putting every coalesced command behind one slow round trip.
+	coalesceFlushers = 2
+	// coalesceMaxBatch bounds one round trip. Against AutoPipeline at 5000
+	// callers, 512/768/1024 gave p99 0.96-0.98x/0.88-0.97x/1.02-1.07x:
+	// fewer, larger round trips shorten the queue until one takes too long to
+	// write and read.
+	coalesceMaxBatch = 768
+	// coalesceAloneOver: a command with more argument bytes than this gets a
+	// round trip of its own (see coalesce.Config.AloneOver). 64 KiB is far
+	// above what coalescing gains from (small commands) and far below a
+	// server's proto-max-bulk-len (512 MiB by default, 1 MiB at the least).
+	coalesceAloneOver = 64 << 10
+	// defaultMaxRetries mirrors go-redis's default for single commands.
+	defaultMaxRetries = 3
+)
 
 // WithMeterProvider sets where the manager's metrics go. Default:
 // otel.GetMeterProvider(), the global one.
@@ -111,13 +134,21 @@ type manager struct {
 	// held serves what holds a connection between commands (Watch, Conn)
 	// and diagnostics, from the share of the pool that the limiter does not
 	// govern (see held.go). Nil for the API and in cluster mode.
-	held    *redis.Client
+	held *redis.Client
+	// wire sends the coalescer's round trips (Worker only).
+	wire    redis.UniversalClient
 	limiter *limiter // nil for the API
 	cluster bool
 	tel     *telemetry.Instruments // nil when telemetry is off
 	server  serverCache
-	// coalescer is nil for the API and with WithCoalescing(false).
-	coalescer *coalescer
+	// coalescer sends round trips of callers' commands on wire: batch
+	// chunks always, single commands when coalesces (Worker only).
+	coalescer *coalesce.Coalescer
+	coalesces bool
+	// users are the hooks added with Worker.AddHook (Worker only).
+	users *userHooks
+	// shares are the pool sizes of client, wire and held (per node).
+	shares shares
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -143,33 +174,42 @@ func newManager(ctx context.Context, role Role, cfg Config, opts []Option) (*man
 		}
 		m.tel = tel
 	}
-	limited := cfg.PoolSize
-	if role == RoleWorker && !m.cluster {
-		// The limiter bounds operations, so they need no more connections than
-		// it has permits; the rest of the pool is held.go's.
-		limited = cfg.MaxConcurrentOps
-	}
-	client, err := m.newClient(limited)
+	sh := poolShares(cfg, role, m.opts.flushers)
+	m.shares = sh
+	client, err := m.newClient(sh.limited)
 	if err != nil {
 		return nil, err
 	}
 	m.client = client
 	if role == RoleWorker {
 		m.limiter = newLimiter(cfg.MaxConcurrentOps)
-		if !m.opts.noCoalescing {
-			m.coalescer = newCoalescer(client, &m.closed, min(m.opts.flushers, cfg.MaxConcurrentOps), defaultMaxRetries)
+		m.users = &userHooks{}
+		wire, err := m.newClient(sh.wire)
+		if err != nil {
+			_ = m.close()
+			return nil, err
 		}
-		if !m.cluster {
-			held, err := m.newClient(heldPoolSize(cfg))
+		m.wire = wire
+		m.coalescer = coalesce.New(coalesce.Config{
+			Send:       m.sendRoundTrip,
+			Limiter:    roundTripPermits{m.limiter},
+			Flushers:   sh.wire,
+			MaxBatch:   coalesceMaxBatch,
+			MaxRetries: defaultMaxRetries,
+			AloneOver:  coalesceAloneOver,
+			Closed:     ErrClosed,
+		})
+		m.coalesces = !m.opts.noCoalescing
+		if sh.held > 0 {
+			held, err := m.newClient(sh.held)
 			if err != nil {
 				_ = m.close()
 				return nil, err
 			}
 			m.held = held.(*redis.Client)
-			m.addHooks(m.held, false)
 		}
 	}
-	m.addHooks(client, true)
+	m.addHooks()
 	if m.tel != nil {
 		if err := m.observe(); err != nil {
 			_ = m.close()
@@ -181,6 +221,17 @@ func newManager(ctx context.Context, role Role, cfg Config, opts []Option) (*man
 		return nil, err
 	}
 	return m, nil
+}
+
+// sendRoundTrip sends a coalesced round trip as one pipeline of the wire
+// client.
+func (m *manager) sendRoundTrip(ctx context.Context, cmds []redis.Cmder) error {
+	pipe := m.wire.Pipeline()
+	for _, cmd := range cmds {
+		_ = pipe.Process(ctx, cmd)
+	}
+	_, err := pipe.Exec(ctx)
+	return err
 }
 
 func roleTitle(r Role) string {
@@ -298,7 +349,7 @@ func (m *manager) target() string {
 func (m *manager) ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.ConnectTimeout+m.cfg.SocketTimeout)
 	defer cancel()
-	err := m.client.Ping(ctx).Err()
+	err := m.pingOnce(ctx)
 	if err == nil {
 		return nil
 	}
@@ -323,6 +374,25 @@ func (m *manager) ping(ctx context.Context) error {
 	return &wrappedError{msg: fmt.Sprintf("redisconn: %s cannot reach %s%s: %s", m.cfg.Role, m.target(), hint, msg), err: err}
 }
 
+// pingOnce sends the construction's PING: on a standalone Worker through
+// the held share, so that no pool opens a connection it does not need yet;
+// in a cluster as a pipeline of the client callers use, which loads its slot
+// map (a single PING would be coalesced onto the wire client), so that no
+// caller's first operation waits for it.
+func (m *manager) pingOnce(ctx context.Context) error {
+	if m.held != nil {
+		return m.held.Ping(ctx).Err()
+	}
+	if m.cluster {
+		_, err := m.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.Ping(ctx)
+			return nil
+		})
+		return err
+	}
+	return m.client.Ping(ctx).Err()
+}
+
 // wrappedError has its own (secret-free) message and unwraps to the cause.
 type wrappedError struct {
 	msg string
@@ -332,7 +402,10 @@ type wrappedError struct {
 func (e *wrappedError) Error() string { return e.msg }
 func (e *wrappedError) Unwrap() error { return e.err }
 
-// close is idempotent: the first call closes, later calls return nil.
+// close is idempotent: the first call closes, later calls return nil. It
+// does not wait for the server: callers waiting for a permit or queued for a
+// round trip get ErrClosed at once, and closing the clients closes every
+// connection, so operations in flight end with the connection's error.
 func (m *manager) close() error {
 	first := false
 	m.closeOnce.Do(func() {
@@ -342,17 +415,22 @@ func (m *manager) close() error {
 			m.limiter.Close()
 		}
 		if m.coalescer != nil {
-			m.coalescer.close()
+			m.coalescer.Close()
 		}
 		var errs []error
 		if m.tel != nil {
 			errs = append(errs, m.tel.Close())
 		}
-		if m.client != nil {
-			errs = append(errs, m.client.Close())
+		for _, c := range []redis.UniversalClient{m.client, m.wire} {
+			if c != nil {
+				errs = append(errs, c.Close())
+			}
 		}
 		if m.held != nil {
 			errs = append(errs, m.held.Close())
+		}
+		if m.coalescer != nil {
+			m.coalescer.Wait()
 		}
 		m.closeErr = errors.Join(errs...)
 	})

@@ -46,34 +46,21 @@ func (m *manager) poolName() string {
 	return net.JoinHostPort(m.cfg.Host, strconv.Itoa(m.cfg.Port)) + "/" + strconv.Itoa(m.cfg.DB)
 }
 
-// poolStats are the pool's numbers: the Worker's two shares added up.
+// poolStats are the pool's numbers (see poolstats.go).
 func (m *manager) poolStats() telemetry.PoolStats {
-	s := m.client.PoolStats()
 	nodes := 1
 	if m.cluster {
-		// PoolStats adds up the nodes; so does the maximum.
 		nodes = max(len(m.client.(*redis.ClusterClient).Options().Addrs), 1)
 		if n := m.clusterNodes(); n > 0 {
 			nodes = n
 		}
 	}
-	p := telemetry.PoolStats{
-		Max:   int64(m.cfg.PoolSize * nodes),
+	s := m.pool()
+	return telemetry.PoolStats{
+		Max:   int64(m.maxConns(nodes)),
 		Total: int64(s.TotalConns), Idle: int64(s.IdleConns), Pending: int64(s.PendingRequests),
 		Hits: int64(s.Hits), Misses: int64(s.Misses), Waits: int64(s.WaitCount), Timeouts: int64(s.Timeouts),
 	}
-	if m.held != nil {
-		h := m.held.PoolStats()
-		p.Max = int64(m.client.(*redis.Client).Options().PoolSize + m.held.Options().PoolSize)
-		p.Total += int64(h.TotalConns)
-		p.Idle += int64(h.IdleConns)
-		p.Pending += int64(h.PendingRequests)
-		p.Hits += int64(h.Hits)
-		p.Misses += int64(h.Misses)
-		p.Waits += int64(h.WaitCount)
-		p.Timeouts += int64(h.Timeouts)
-	}
-	return p
 }
 
 // clusterNodes counts the nodes the cluster client has connected to.

@@ -27,12 +27,19 @@ import (
 // commands whose deadlines lie close together (within 10 % of their budget,
 // at least 5 ms), so a caller returns at most that long after its deadline. A
 // caller whose context ends before its round trip holds a permit gets the
-// context's error and its command is never sent. When a round trip fails part way, only
-// the commands that certainly did not run are sent again. Blocking commands,
-// commands that change connection state, unknown commands, and explicit
-// pipelines are not coalesced. WithCoalescing(false) turns it off. The order
-// of the Worker's hooks, and what a hook added with AddHook sees, is in
+// context's error and its command is never sent. A reply that was read is
+// its caller's, even when the connection fails later in the round trip; a
+// command that may have been written is never sent again (it gets the
+// failure); a command that certainly did not run goes again where go-redis
+// would send a single command again. Blocking commands, commands that
+// change connection state, unknown commands, and explicit pipelines are not
+// coalesced. WithCoalescing(false) turns it off for single commands (batch
+// chunks still share round trips). What a hook added with AddHook sees is in
 // AddHook's documentation.
+//
+// A command that would change the state of a pooled connection (SELECT,
+// AUTH, HELLO, CLIENT SETNAME, SUBSCRIBE through Do, ...) fails with a
+// *SessionError that says what to use instead; Conn is the place for them.
 //
 // Notes on what goes through the limiter:
 //
@@ -78,44 +85,33 @@ func (w *Worker) Config() Config { return w.m.cfg }
 // for a limiter permit, so it answers while the limiter is saturated.
 func (w *Worker) ConnectionInfo(ctx context.Context) (ConnectionInfo, error) { return w.m.info(ctx) }
 
-// Close closes the pool. It is idempotent: later calls return nil. Callers
-// waiting for a limiter permit get ErrClosed at once, and so does every later
-// operation. Operations already running finish or fail on their own.
+// Close closes the pool. It is idempotent: later calls return nil. It does
+// not wait for the server: callers waiting for a limiter permit or queued
+// for a round trip get ErrClosed at once, and so does every later
+// operation; operations in flight end with their connection, which Close
+// closes (their error is the connection's).
 func (w *Worker) Close() error { return w.m.close() }
 
-// AddHook adds a go-redis hook to the Worker, innermost: inside the Worker's
-// own hooks, which run outermost first as closed check, coalescing, limiter,
-// pool-timeout snapshot, telemetry (spans, then metrics), connection set-up
-// errors. So the hook sees every operation as it goes to Redis, with its
-// permit held and inside its span. A
-// coalesced round trip reaches it as one pipeline (ProcessPipelineHook)
-// holding its callers' commands; other commands one by one (ProcessHook).
-// The hook is added to the held-connection share too (Watch, Conn). Add
-// hooks before the Worker is used: a hook added while commands run may miss
-// some of them, as in go-redis.
-func (w *Worker) AddHook(h redis.Hook) {
-	w.UniversalClient.AddHook(h)
-	if w.m.held != nil {
-		w.m.held.AddHook(h)
-	}
-}
+// AddHook adds a go-redis hook to the Worker. It sees what a hook on a plain
+// go-redis client sees: each caller's command, of its own type, in the
+// caller's context (ProcessHook), and each pipeline or transaction
+// (ProcessPipelineHook), in the order hooks were added, outermost. The
+// Worker's own queueing (the coalescing queue, the limiter) happens inside
+// it, so the time it measures includes that wait, as a plain client's hook
+// includes the wait for a pooled connection. It also sees the connection
+// set-up commands go-redis sends (HELLO, AUTH, ...), and its DialHook sees
+// every connection the Worker opens. Coalesced round trips are the
+// Worker's own affair: no hook of the user sees them as pipelines. Watch
+// and Conn run the hook too.
+//
+// A hook added to the embedded client directly (w.UniversalClient.AddHook)
+// is go-redis's: innermost, below the coalescing, so it sees only what
+// goes to Redis on its own. Use this method.
+func (w *Worker) AddHook(h redis.Hook) { w.m.users.add(h) }
 
-// PoolStats returns the pool's statistics: on a standalone Worker, both its
-// shares added up (see Watch).
+// PoolStats returns the pool's statistics: the Worker's pool shares (see
+// Watch) added up.
 func (w *Worker) PoolStats() *redis.PoolStats {
-	s := *w.UniversalClient.PoolStats()
-	if w.m.held != nil {
-		h := w.m.held.PoolStats()
-		s.Hits += h.Hits
-		s.Misses += h.Misses
-		s.Timeouts += h.Timeouts
-		s.WaitCount += h.WaitCount
-		s.Unusable += h.Unusable
-		s.WaitDurationNs += h.WaitDurationNs
-		s.TotalConns += h.TotalConns
-		s.IdleConns += h.IdleConns
-		s.StaleConns += h.StaleConns
-		s.PendingRequests += h.PendingRequests
-	}
+	s := w.m.pool()
 	return &s
 }

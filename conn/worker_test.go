@@ -3,6 +3,7 @@ package conn_test
 import (
 	"context"
 	"errors"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -432,5 +433,50 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	if !redistest.WaitFor(context.Background(), 10*time.Second, cond) {
 		t.Fatalf("timed out waiting for %s", what)
+	}
+}
+
+// A Worker that is used and never closed leaves no more goroutines than a
+// go-redis client used the same way (asynq, for one, shares a client between
+// its parts, never closes it, and checks for leaks): the coalescing
+// flushers stop when nothing is queued.
+func TestAnIdleWorkerRunsNoMoreGoroutinesThanAGoRedisClient(t *testing.T) {
+	use := func(c redis.UniversalClient) {
+		ctx := ctxTimeout(t, 10*time.Second)
+		var wg sync.WaitGroup
+		for i := 0; i < 50; i++ {
+			wg.Add(1)
+			go func() { defer wg.Done(); _ = c.Incr(ctx, "idle:n").Err() }()
+		}
+		wg.Wait()
+		_, _ = c.Pipelined(ctx, func(p redis.Pipeliner) error { p.Get(ctx, "idle:n"); return nil })
+	}
+	settled := func(base int) int {
+		// Goroutines that end on their own (a flusher, a dial) get a moment.
+		d := runtime.NumGoroutine() - base
+		for i := 0; i < 50 && d > 0; i++ {
+			time.Sleep(20 * time.Millisecond)
+			d = runtime.NumGoroutine() - base
+		}
+		return d
+	}
+	base := runtime.NumGoroutine()
+	plain := redis.NewClient(&redis.Options{Addr: shared.Addr()})
+	use(plain)
+	plainExtra := settled(base)
+	_ = plain.Close()
+	settled(base)
+
+	base = runtime.NumGoroutine()
+	w := newWorker(t, config(conn.RoleWorker, shared))
+	use(w)
+	if _, err := w.BatchRPush(context.Background(), "idle:list", 1, 2, 3); err != nil {
+		t.Fatal(err)
+	}
+	workerExtra := settled(base)
+	t.Logf("goroutines of an idle, unclosed client: go-redis %d, Worker %d", plainExtra, workerExtra)
+	if workerExtra > plainExtra {
+		buf := make([]byte, 1<<20)
+		t.Errorf("an idle Worker runs %d goroutines, a go-redis client %d:\n%s", workerExtra, plainExtra, buf[:runtime.Stack(buf, true)])
 	}
 }

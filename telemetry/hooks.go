@@ -12,65 +12,28 @@ import (
 )
 
 // Operations tells the telemetry hooks what the hooks outside them know of
-// an operation, read from its context. Either func may be nil.
+// an operation. Either func may be nil.
 type Operations struct {
-	// LimiterWait is how long the operation waited for its limiter permit;
-	// false when it took none.
+	// LimiterWait is how long the operation in ctx waited for its limiter
+	// permit; false when it took none.
 	LimiterWait func(ctx context.Context) (time.Duration, bool)
-	// RoundTrip describes a coalesced round trip: a pipeline that carries the
-	// commands of several callers. Nil for any other operation.
-	RoundTrip func(ctx context.Context) *RoundTrip
-}
-
-// RoundTrip is a coalesced round trip as the telemetry hooks see it: one
-// pipeline whose commands belong to different callers.
-//
-// Its spans and metrics: each command whose caller's trace is sampled gets a
-// CLIENT span in that trace, from the moment the round trip was sent to its
-// answer, with the caller's wait (redisconn.limiter.wait_time) and the round
-// trip's size (redisconn.pipeline.size); the round trip itself starts no span.
-// It is one operation in the metrics, so their cost does not grow with the
-// commands it carries: one db.client.operation.duration sample, named as
-// OpenTelemetry names a batch ("BATCH RPUSH" when its commands share a name,
-// "BATCH" otherwise) with the error.type of its first failed command; one
-// redisconn.limiter.wait_time sample, its oldest command's wait; one
-// redisconn.batch.size sample, its number of commands. Their exemplars point
-// at a sampled caller's trace when there is one.
-type RoundTrip struct {
-	// Cmds are the pipeline's commands, and Callers has one entry per
-	// command, in order. A pipeline is this round trip when it holds these
-	// very commands (a connection's set-up, say, runs in the round trip's
-	// context and is not).
-	Cmds    []redis.Cmder
-	Callers []Caller
-}
-
-// callersOf returns the callers of cmds when cmds is the round trip's
-// pipeline, or (in a cluster, which sends a round trip to each node the
-// commands' slots live on) part of it; false for any other pipeline, such as
-// the set-up of a connection the round trip needed, which runs in its context.
-func (rt *RoundTrip) callersOf(cmds []redis.Cmder) ([]Caller, bool) {
-	switch {
-	case rt == nil || len(cmds) == 0 || len(rt.Callers) != len(rt.Cmds):
-		return nil, false
-	case len(cmds) == len(rt.Cmds) && cmds[0] == rt.Cmds[0]:
-		return rt.Callers, true
-	case len(cmds) > len(rt.Cmds):
-		return nil, false
-	}
-	at := make(map[redis.Cmder]int, len(rt.Cmds))
-	for i, c := range rt.Cmds {
-		at[c] = i
-	}
-	callers := make([]Caller, len(cmds))
-	for i, c := range cmds {
-		j, ok := at[c]
-		if !ok {
-			return nil, false
-		}
-		callers[i] = rt.Callers[j]
-	}
-	return callers, true
+	// Callers returns the callers of a coalesced round trip's commands (one
+	// per command, in order), or false when cmds are not one: a pipeline
+	// whose commands belong to different callers.
+	//
+	// A round trip's spans and metrics: each command whose caller's trace is
+	// sampled gets a CLIENT span in that trace, from the moment the round
+	// trip was sent to its answer, with the caller's wait
+	// (redisconn.limiter.wait_time) and the round trip's size
+	// (redisconn.pipeline.size); the round trip itself starts no span. It is
+	// one operation in the metrics, so their cost does not grow with the
+	// commands it carries: one db.client.operation.duration sample, named as
+	// OpenTelemetry names a batch ("BATCH RPUSH" when its commands share a
+	// name, "BATCH" otherwise) with the error.type of its first failed
+	// command; one redisconn.limiter.wait_time sample, its oldest command's
+	// wait; one redisconn.batch.size sample, its number of commands. Their
+	// exemplars point at a sampled caller's trace when there is one.
+	Callers func(cmds []redis.Cmder) ([]Caller, bool)
 }
 
 // Caller is the caller of one command of a coalesced round trip.
@@ -79,6 +42,9 @@ type Caller struct {
 	Ctx context.Context
 	// Queued is when the caller handed the command over.
 	Queued time.Time
+	// Call is the same for the commands a caller handed over together (a
+	// batch chunk): they make one span.
+	Call uint64
 }
 
 // Hooks returns the two telemetry hooks of a client (or cluster node) that
@@ -87,7 +53,7 @@ type Caller struct {
 //
 //   - spans: a CLIENT span for every command and pipeline (tracingHook), with
 //     the limiter wait as an attribute; a coalesced round trip's commands in
-//     their callers' traces instead (RoundTrip);
+//     their callers' traces instead (Operations.Callers);
 //   - metrics: db.client.operation.duration for every operation, the
 //     limiter wait, and a round trip's size. Inside the span, so a sampled
 //     span becomes the samples' exemplar.
@@ -95,8 +61,8 @@ func (in *Instruments) Hooks(addr string, ops Operations) (spans, metrics redis.
 	if ops.LimiterWait == nil {
 		ops.LimiterWait = func(context.Context) (time.Duration, bool) { return 0, false }
 	}
-	if ops.RoundTrip == nil {
-		ops.RoundTrip = func(context.Context) *RoundTrip { return nil }
+	if ops.Callers == nil {
+		ops.Callers = func([]redis.Cmder) ([]Caller, bool) { return nil, false }
 	}
 	return newTracingHook(in, addr, ops), &operationHook{in: in, ops: ops}
 }
@@ -131,7 +97,7 @@ func (h *operationHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redi
 		}
 		start := time.Now()
 		err := next(ctx, cmds)
-		if callers, ok := h.ops.RoundTrip(ctx).callersOf(cmds); ok {
+		if callers, ok := h.ops.Callers(cmds); ok {
 			h.roundTrip(callers, cmds, start, err)
 			return err
 		}
@@ -161,7 +127,8 @@ func (h *operationHook) record(ctx context.Context, seconds float64, name string
 		h.in.with(AttrOperationName.String(name), AttrErrorType.String(ErrorType(err)))))
 }
 
-// roundTrip records a coalesced round trip as one operation (see RoundTrip).
+// roundTrip records a coalesced round trip as one operation (see
+// Operations.Callers).
 func (h *operationHook) roundTrip(callers []Caller, cmds []redis.Cmder, sent time.Time, err error) {
 	elapsed := time.Since(sent).Seconds()
 	first := cmds[0].Name()

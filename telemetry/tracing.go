@@ -119,7 +119,7 @@ func (h *tracingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 
 func (h *tracingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if callers, ok := h.ops.RoundTrip(ctx).callersOf(cmds); ok {
+		if callers, ok := h.ops.Callers(cmds); ok {
 			sent := time.Now()
 			err := next(ctx, cmds)
 			h.roundTrip(callers, cmds, sent, time.Now())
@@ -142,27 +142,54 @@ func (h *tracingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.
 	}
 }
 
-// roundTrip gives each command of a coalesced round trip whose caller's
-// trace is sampled a CLIENT span in that trace, from sent to done (see
-// RoundTrip). Unsampled callers cost one context lookup each.
+// roundTrip gives each caller of a coalesced round trip whose trace is
+// sampled a CLIENT span in that trace, from sent to done (see
+// Operations.Callers): its command's, or "redis.pipeline ..." for a caller
+// that handed over several commands at once (a batch chunk). Unsampled
+// callers cost one context lookup each.
 func (h *tracingHook) roundTrip(callers []Caller, cmds []redis.Cmder, sent, done time.Time) {
-	for i, cmd := range cmds {
+	for i := 0; i < len(cmds); {
 		c := callers[i]
-		if !trace.SpanContextFromContext(c.Ctx).IsSampled() || SetupCommand(cmd) {
+		j := i + 1
+		for j < len(cmds) && callers[j].Call == c.Call {
+			j++
+		}
+		group := cmds[i:j]
+		i = j
+		if !trace.SpanContextFromContext(c.Ctx).IsSampled() || SetupCommand(group[0]) {
 			continue
 		}
-		_, span := h.tracer.Start(c.Ctx, cmd.FullName(), trace.WithSpanKind(trace.SpanKindClient), trace.WithTimestamp(sent))
+		name := group[0].FullName()
+		if len(group) > 1 {
+			name = "redis.pipeline " + pipelineSummary(group)
+		}
+		_, span := h.tracer.Start(c.Ctx, name, trace.WithSpanKind(trace.SpanKindClient), trace.WithTimestamp(sent))
+		var err error
+		for _, cmd := range group {
+			if e := cmd.Err(); e != nil && e != redis.Nil {
+				err = e
+				break
+			}
+		}
 		if span.IsRecording() {
 			span.SetAttributes(h.attrs...)
 			span.SetAttributes(
 				AttrLimiterWaitTime.Float64(sent.Sub(c.Queued).Seconds()),
 				attribute.Int("redisconn.pipeline.size", len(cmds)),
 			)
+			if len(group) > 1 {
+				span.SetAttributes(attribute.Int("db.redis.num_cmd", len(group)), AttrBatchSize.Int(len(group)))
+			}
 			if h.statement {
-				span.SetAttributes(attribute.String("db.statement", rediscmd.CmdString(cmd)))
+				if len(group) > 1 {
+					_, text := rediscmd.CmdsString(group)
+					span.SetAttributes(attribute.String("db.statement", text))
+				} else {
+					span.SetAttributes(attribute.String("db.statement", rediscmd.CmdString(group[0])))
+				}
 			}
 		}
-		endAt(span, cmd.Err(), done)
+		endAt(span, err, done)
 	}
 }
 

@@ -1,0 +1,574 @@
+// Package coalesce sends concurrent callers' single commands to Redis
+// together, in shared round trips, in the manner of rueidis's pipe: each
+// caller hands its command over and waits for its own result, a few
+// flushers send what has queued as one pipeline, and a command that may have
+// been written is never written again.
+package coalesce
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Limiter hands out the permits that bound the round trips in flight. A
+// round trip holds one permit from before it is written until its replies
+// are read.
+type Limiter interface {
+	// Acquire waits for a permit. Only a nil error means one is held; the
+	// error is ctx.Err() when ctx ended first.
+	Acquire(ctx context.Context) (waited time.Duration, err error)
+	// Release returns a permit.
+	Release()
+}
+
+// Config is what a Coalescer is given.
+type Config struct {
+	// Send sends cmds as one pipeline, one round trip, and returns the
+	// pipeline's error. The coalescer hands it the commands with go-redis's
+	// retries off (NoRetry), and a context whose deadline is the latest of
+	// the callers' deadlines, or none.
+	Send func(ctx context.Context, cmds []redis.Cmder) error
+	// Limiter bounds the round trips in flight. A caller waiting for its
+	// round trip's permit is counted by the coalescer, not by the limiter.
+	Limiter Limiter
+	// Flushers is how many round trips may be in flight at once (at least 1).
+	Flushers int
+	// MaxBatch bounds the commands of one round trip (at least 1).
+	MaxBatch int
+	// MaxRetries bounds how often a command that was not run goes again.
+	MaxRetries int
+	// AloneOver: a caller whose commands' arguments add up to more bytes
+	// than this gets a round trip of its own (0: never). A large value takes
+	// long to write and is what a server refuses (proto-max-bulk-len) by
+	// closing the connection: alone, it neither delays nor takes down the
+	// small commands of other callers.
+	AloneOver int
+	// Closed is the error of callers refused because the coalescer closed.
+	Closed error
+}
+
+// Coalescer sends concurrent callers' single commands together. Its whole
+// contract, to each caller of Do:
+//
+//   - Its command goes in a round trip after every command it handed over
+//     before (Do returns only when the command is done), with commands of
+//     other callers unless its arguments are larger than AloneOver. A round
+//     trip is one pipeline and holds one limiter permit; it carries at most
+//     MaxBatch commands, and at most Flushers round trips are in flight.
+//   - Its deadline holds. A round trip carries only commands whose deadlines
+//     lie within max(MinDeadlineSpread, 10 % of the time left) of each
+//     other, or only commands without a deadline, and reads until the
+//     latest of them. So Do returns at most that spread after the caller's
+//     deadline (plus scheduling), whatever else is queued.
+//   - Until its round trip holds a permit, a caller whose context ends
+//     leaves at once with ctx.Err(), and its command is never sent.
+//   - A reply that was read is the caller's, even when the connection fails
+//     later in the same round trip.
+//   - A command that may have been written is never sent again: it gets the
+//     failure (Uncertain). A command that certainly was not run goes again,
+//     at most MaxRetries times with go-redis's backoff, where go-redis would
+//     send a single command again: the server refused it (LOADING,
+//     READONLY, ...), or no connection could be had or set up.
+//   - After Close, Do fails at once with Config.Closed; so does every caller
+//     whose command was not sent yet. Round trips in flight end when their
+//     connection does: close the client after the coalescer, then Wait.
+//
+// Do reports the command's Outcome next to its error, for callers (batch
+// operations) that must say what was written.
+//
+// The coalescer owns its queue, its flushers and its counters; nothing
+// outside this package writes them.
+type Coalescer struct {
+	cfg Config
+	// base is the parent of every round trip's context; Close ends it.
+	base     context.Context
+	stopBase context.CancelFunc
+
+	mu     sync.Mutex
+	open   []*generation // not taken yet, oldest first
+	closed bool
+	// running is how many flushers run. A flusher starts when a command is
+	// queued and fewer than Flushers run, and stops when nothing is queued,
+	// so an idle coalescer has no goroutine.
+	running int
+	// sizeHint is the size of the last generation taken: a new one starts
+	// with that capacity, so under steady load it never regrows.
+	sizeHint int
+	counts   Counts
+	calls    uint64 // calls of DoAll so far: Caller.Call
+
+	wg sync.WaitGroup
+}
+
+// Counts are the coalescer's numbers, about callers (one command each) and
+// round trips.
+type Counts struct {
+	// Queued callers wait for a flusher; Unsent callers, for their round
+	// trip's permit; Sent callers, for their round trip's replies.
+	Queued, Unsent, Sent int64
+	// Callers that got an error before their command was written, by reason:
+	// their context ended, or the coalescer closed.
+	RejectedContext, RejectedClosed int64
+	// Round trips sent, and the commands they carried.
+	RoundTrips, Commands int64
+}
+
+// generation is the commands that will be sent together. Its callers all
+// wait on its one done channel, so a command costs no channel of its own
+// and one close wakes the whole round trip's callers.
+type generation struct {
+	items []item
+	live  int // items whose caller still waits
+	// Deadlines: every item's deadline lies in [lo, hi]; the round trip
+	// reads until hi. Without deadline, none of its items has one.
+	hasDeadline bool
+	lo, hi      time.Time
+	alone       bool // one caller's large commands; no item joins
+	taken       bool // a flusher took it; no item joins from then on
+	// decided: its round trip holds a permit, or it failed before that; no
+	// caller leaves from then on.
+	decided bool
+	// cancel ends the round trip's context: when every caller left, its
+	// wait for a permit ends.
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+type item struct {
+	wire    wireCmd
+	left    bool // its caller left before the round trip had its permit
+	outcome Outcome
+}
+
+// MinDeadlineSpread is the least spread of deadlines within a round trip.
+const MinDeadlineSpread = 5 * time.Millisecond
+
+// openGenerations is how many of the newest open generations a command
+// looks at for one whose deadlines match its own.
+const openGenerations = 4
+
+// deadlineSpread is how far apart the deadlines of one round trip's
+// commands may lie, for a command queued at now whose earliest deadline is
+// dl: 10 % of the time left, at least MinDeadlineSpread.
+func deadlineSpread(now, dl time.Time) time.Duration {
+	return max(dl.Sub(now)/10, MinDeadlineSpread)
+}
+
+// New returns a coalescer. Its flushers start when commands are queued.
+func New(cfg Config) *Coalescer {
+	cfg.Flushers = max(cfg.Flushers, 1)
+	cfg.MaxBatch = max(cfg.MaxBatch, 1)
+	c := &Coalescer{cfg: cfg}
+	c.base, c.stopBase = context.WithCancel(context.Background())
+	return c
+}
+
+// Do queues cmd and waits until it is done, or ctx ended before its round
+// trip held a permit, or the coalescer closed. It returns the command's
+// error (also set on cmd) and what became of it on the wire.
+func (c *Coalescer) Do(ctx context.Context, cmd redis.Cmder) (Outcome, error) {
+	cmds, outcomes := [1]redis.Cmder{cmd}, [1]Outcome{}
+	err := c.DoAll(ctx, cmds[:], outcomes[:])
+	return outcomes[0], err
+}
+
+// DoAll is Do for several commands of one caller: they go in one round trip,
+// in order, and outcomes[i] (len(outcomes) >= len(cmds)) says what became of
+// cmds[i]. It returns the first command's error that is not nil, as a
+// go-redis pipeline does.
+func (c *Coalescer) DoAll(ctx context.Context, cmds []redis.Cmder, outcomes []Outcome) error {
+	if len(cmds) == 0 {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		// go-redis returns the context's error before it sends anything.
+		return c.refuse(cmds, outcomes, err, &c.counts.RejectedContext)
+	}
+	now := time.Now()
+	dl, hasDeadline := ctx.Deadline()
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return c.refuse(cmds, outcomes, c.cfg.Closed, &c.counts.RejectedClosed)
+	}
+	var g *generation
+	if c.cfg.AloneOver > 0 && argBytesOver(cmds, c.cfg.AloneOver) {
+		g = c.openLocked(dl, hasDeadline, len(cmds))
+		g.alone = true
+	} else {
+		g = c.joinLocked(now, dl, hasDeadline, len(cmds))
+	}
+	first := len(g.items)
+	c.calls++
+	caller := Caller{Ctx: ctx, Queued: now, Call: c.calls}
+	for _, cmd := range cmds {
+		g.items = append(g.items, item{wire: wireCmd{Cmder: cmd, caller: caller}})
+	}
+	n := len(cmds)
+	g.live += n
+	c.counts.Queued += int64(n)
+	if c.running < c.cfg.Flushers {
+		c.running++
+		c.wg.Add(1)
+		go c.flusher()
+	}
+	c.mu.Unlock()
+
+	select {
+	case <-g.done:
+		return g.results(first, outcomes[:n])
+	case <-ctx.Done():
+	}
+	c.mu.Lock()
+	if g.decided {
+		c.mu.Unlock()
+		// Its round trip holds a permit: go-redis may still write the replies
+		// into the commands. The round trip reads until the latest deadline
+		// of its commands, close to this one.
+		<-g.done
+		return g.results(first, outcomes[:n])
+	}
+	for i := first; i < first+n; i++ {
+		g.items[i].left = true
+	}
+	g.live -= n
+	if g.taken {
+		c.counts.Unsent -= int64(n)
+		if g.live == 0 {
+			g.cancel()
+		}
+	} else {
+		c.counts.Queued -= int64(n)
+	}
+	c.counts.RejectedContext += int64(n)
+	c.mu.Unlock()
+	err := ctx.Err()
+	for i, cmd := range cmds {
+		cmd.SetErr(err)
+		outcomes[i] = Unsent
+	}
+	return err
+}
+
+func (c *Coalescer) refuse(cmds []redis.Cmder, outcomes []Outcome, err error, counter *int64) error {
+	c.mu.Lock()
+	*counter += int64(len(cmds))
+	c.mu.Unlock()
+	for i, cmd := range cmds {
+		cmd.SetErr(err)
+		outcomes[i] = Unsent
+	}
+	return err
+}
+
+// results fills the outcomes of the items from first on, once their
+// generation is done, and returns the first error.
+func (g *generation) results(first int, outcomes []Outcome) error {
+	var firstErr error
+	for k := range outcomes {
+		it := &g.items[first+k]
+		outcomes[k] = it.outcome
+		if err := it.wire.Cmder.Err(); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	return firstErr
+}
+
+// joinLocked returns the open generation that n commands with deadline dl
+// (if hasDeadline) join, opening a new one when none of the newest fits. A
+// caller's n commands may exceed MaxBatch only in a generation of their own.
+func (c *Coalescer) joinLocked(now, dl time.Time, hasDeadline bool, n int) *generation {
+	for k := len(c.open) - 1; k >= max(len(c.open)-openGenerations, 0); k-- {
+		g := c.open[k]
+		if g.alone || len(g.items)+n > c.cfg.MaxBatch || g.hasDeadline != hasDeadline {
+			continue
+		}
+		if !hasDeadline {
+			return g
+		}
+		lo, hi := g.lo, g.hi
+		if dl.Before(lo) {
+			lo = dl
+		}
+		if dl.After(hi) {
+			hi = dl
+		}
+		if hi.Sub(lo) <= deadlineSpread(now, lo) {
+			g.lo, g.hi = lo, hi
+			return g
+		}
+	}
+	return c.openLocked(dl, hasDeadline, n)
+}
+
+// openLocked opens a new generation for n commands with deadline dl.
+func (c *Coalescer) openLocked(dl time.Time, hasDeadline bool, n int) *generation {
+	g := &generation{
+		done:        make(chan struct{}),
+		items:       make([]item, 0, max(c.sizeHint, n, 4)),
+		hasDeadline: hasDeadline, lo: dl, hi: dl,
+	}
+	c.open = append(c.open, g)
+	return g
+}
+
+// argBytesOver reports whether the arguments of cmds add up to more than
+// limit bytes (a number counts 8).
+func argBytesOver(cmds []redis.Cmder, limit int) bool {
+	n := 0
+	for _, cmd := range cmds {
+		for _, a := range cmd.Args() {
+			switch v := a.(type) {
+			case string:
+				n += len(v)
+			case []byte:
+				n += len(v)
+			default:
+				n += 8
+			}
+			if n > limit {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// take removes and returns the oldest generation that has callers, with its
+// round trip's context; nil when nothing is queued or the coalescer closed,
+// and then the flusher stops.
+func (c *Coalescer) take() (*generation, context.Context) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for {
+		if len(c.open) == 0 || c.closed {
+			c.running--
+			return nil, nil
+		}
+		g := c.open[0]
+		c.open[0] = nil
+		c.open = c.open[1:]
+		g.taken = true
+		c.counts.Queued -= int64(g.live)
+		c.sizeHint = len(g.items)
+		if g.live == 0 {
+			g.decided = true
+			close(g.done) // every caller left
+			continue
+		}
+		c.counts.Unsent += int64(g.live)
+		var ctx context.Context
+		if g.hasDeadline {
+			ctx, g.cancel = context.WithDeadline(c.base, g.hi)
+		} else {
+			ctx, g.cancel = context.WithCancel(c.base)
+		}
+		return g, ctx
+	}
+}
+
+func (c *Coalescer) flusher() {
+	defer c.wg.Done()
+	var rt roundTrip
+	for {
+		g, ctx := c.take()
+		if g == nil {
+			return
+		}
+		rt.run(ctx, c, g)
+		g.cancel()
+		close(g.done)
+	}
+}
+
+// roundTrip is a flusher's buffer of the commands it sends.
+type roundTrip struct {
+	wire []redis.Cmder // the *wireCmd of the items sent
+	idx  []int         // their items
+}
+
+// run sends the live commands of g, and sends again those that were not
+// run where that is safe (see Coalescer).
+func (rt *roundTrip) run(ctx context.Context, c *Coalescer, g *generation) {
+	defer func() {
+		clear(rt.wire)
+		rt.wire, rt.idx = rt.wire[:0], rt.idx[:0]
+	}()
+	for attempt := 0; ; attempt++ {
+		if _, err := c.cfg.Limiter.Acquire(ctx); err != nil {
+			c.fail(g, rt, attempt, err)
+			return
+		}
+		if attempt == 0 && !c.admit(g, rt) {
+			c.cfg.Limiter.Release()
+			return // every caller left
+		}
+		err := c.cfg.Send(ctx, rt.wire)
+		c.cfg.Limiter.Release()
+
+		c.mu.Lock()
+		c.counts.RoundTrips++
+		c.counts.Commands += int64(len(rt.wire))
+		c.mu.Unlock()
+		// Keep the commands that were not run and may go again.
+		n := 0
+		for k, cmd := range rt.wire {
+			it := &g.items[rt.idx[k]]
+			it.outcome = it.wire.outcome(err)
+			if it.outcome == Unsent && attempt < c.cfg.MaxRetries && retryable(it.wire.Cmder.Err()) {
+				rt.wire[n], rt.idx[n] = cmd, rt.idx[k]
+				n++
+			}
+		}
+		clear(rt.wire[n:])
+		rt.wire, rt.idx = rt.wire[:n], rt.idx[:n]
+		if n == 0 || !Backoff(ctx, attempt) {
+			c.finish(g)
+			return
+		}
+		for _, cmd := range rt.wire {
+			cmd.(*wireCmd).again()
+		}
+	}
+}
+
+// admit marks g decided once its round trip holds a permit, and puts the
+// commands whose callers still wait in rt; false when none does.
+func (c *Coalescer) admit(g *generation, rt *roundTrip) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	g.decided = true
+	c.counts.Unsent -= int64(g.live)
+	c.counts.Sent += int64(g.live)
+	for i := range g.items {
+		if it := &g.items[i]; !it.left {
+			rt.wire = append(rt.wire, &it.wire)
+			rt.idx = append(rt.idx, i)
+		}
+	}
+	return len(rt.wire) > 0
+}
+
+// finish takes g's callers off the sent count once its round trip is over,
+// and counts those of them that got an error before their command was
+// written because their time was up or the coalescer closed, as a refusal
+// before their round trip went out is counted.
+func (c *Coalescer) finish(g *generation) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.counts.Sent -= int64(g.live)
+	for i := range g.items {
+		it := &g.items[i]
+		if it.left || it.outcome != Unsent {
+			continue
+		}
+		switch err := it.wire.Cmder.Err(); {
+		case err == context.Canceled, err == context.DeadlineExceeded:
+			c.counts.RejectedContext++
+		case errors.Is(err, c.cfg.Closed), errors.Is(err, redis.ErrClosed):
+			c.counts.RejectedClosed++
+		}
+	}
+}
+
+// fail ends g's callers whose commands could not go out: its round trip got
+// no permit because the coalescer closed, or the round trip's context
+// ended (every caller left, or the latest deadline passed). On a retry
+// (attempt > 0), the commands in rt keep what they had and get err.
+func (c *Coalescer) fail(g *generation, rt *roundTrip, attempt int, err error) {
+	c.mu.Lock()
+	// The limiter may have closed before the coalescer did.
+	if c.closed || errors.Is(err, c.cfg.Closed) {
+		err = c.cfg.Closed
+	}
+	if attempt > 0 {
+		c.mu.Unlock()
+		for _, cmd := range rt.wire {
+			cmd.SetErr(err)
+		}
+		c.finish(g)
+		return
+	}
+	defer c.mu.Unlock()
+	g.decided = true
+	c.counts.Unsent -= int64(g.live)
+	if err == c.cfg.Closed {
+		c.counts.RejectedClosed += int64(g.live)
+	} else {
+		c.counts.RejectedContext += int64(g.live)
+	}
+	for i := range g.items {
+		if it := &g.items[i]; !it.left {
+			it.wire.Cmder.SetErr(err)
+		}
+	}
+}
+
+// Backoff waits before retry attempt+1 (8 ms doubling to 512 ms, as
+// go-redis's defaults, with jitter so refused callers do not return in
+// step); false if ctx ended.
+func Backoff(ctx context.Context, attempt int) bool {
+	d := min(RetryBackoffMin<<attempt, RetryBackoffMax)
+	d = d/2 + rand.N(d/2+1)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// Retries mirror go-redis's defaults for single commands (backoff from 8 ms
+// to 512 ms).
+const (
+	RetryBackoffMin = 8 * time.Millisecond
+	RetryBackoffMax = 512 * time.Millisecond
+)
+
+// Close refuses every later Do and every caller whose command was not sent
+// yet with Config.Closed, and stops the flushers once their round trips
+// end. It is idempotent and does not wait: see Wait.
+func (c *Coalescer) Close() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	gens := c.open
+	c.open = nil
+	for _, g := range gens {
+		g.taken, g.decided = true, true
+		c.counts.Queued -= int64(g.live)
+		c.counts.RejectedClosed += int64(g.live)
+		for i := range g.items {
+			if it := &g.items[i]; !it.left {
+				it.wire.Cmder.SetErr(c.cfg.Closed)
+			}
+		}
+	}
+	c.mu.Unlock()
+	// Round trips waiting for a permit or a backoff end now.
+	c.stopBase()
+	for _, g := range gens {
+		close(g.done)
+	}
+}
+
+// Wait waits until every flusher has stopped, after Close.
+func (c *Coalescer) Wait() { c.wg.Wait() }
+
+// Counts returns a consistent snapshot of the coalescer's numbers.
+func (c *Coalescer) Counts() Counts {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.counts
+}

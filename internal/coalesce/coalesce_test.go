@@ -1,0 +1,144 @@
+package coalesce
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redisconn/redisconn/internal/redistest"
+)
+
+// permits is a plain counting semaphore for the tests.
+type permits chan struct{}
+
+func (p permits) Acquire(ctx context.Context) (time.Duration, error) {
+	select {
+	case p <- struct{}{}:
+		return 0, nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+func (p permits) Release() { <-p }
+
+var errClosed = errors.New("closed")
+
+// newCoalescer sends round trips as pipelines of a plain go-redis client of
+// srv, as the Worker's wire client does.
+func newCoalescer(t *testing.T, client *redis.Client) *Coalescer {
+	c := New(Config{
+		Send: func(ctx context.Context, cmds []redis.Cmder) error {
+			pipe := client.Pipeline()
+			for _, cmd := range cmds {
+				_ = pipe.Process(ctx, cmd)
+			}
+			_, err := pipe.Exec(ctx)
+			return err
+		},
+		Limiter: make(permits, 10), Flushers: 2, MaxBatch: 100, MaxRetries: 3, Closed: errClosed,
+	})
+	t.Cleanup(func() { c.Close(); c.Wait() })
+	return c
+}
+
+// The server answers the commands before a QUIT and then closes the
+// connection: a command whose reply was read keeps it, one after the cut
+// gets the failure and is never sent again. A plain go-redis pipeline, the
+// baseline, sets the failure on the answered command too.
+func TestAReplyThatWasReadIsKeptWhenTheConnectionFailsLater(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer client.Close()
+	check := srv.Client(t)
+	ctx := context.Background()
+
+	c := newCoalescer(t, client)
+	before, after := redis.NewIntCmd(ctx, "incr", "before"), redis.NewIntCmd(ctx, "incr", "after")
+	quit := redis.NewStatusCmd(ctx, "quit")
+	outcomes := make([]Outcome, 3)
+	err := c.DoAll(ctx, []redis.Cmder{before, quit, after}, outcomes)
+	if err == nil {
+		t.Fatal("the round trip with a QUIT in the middle succeeded")
+	}
+	if before.Err() != nil || before.Val() != 1 || outcomes[0] != Answered {
+		t.Errorf("the command answered before the cut: %v, %v (%v); want its reply 1", before.Val(), before.Err(), outcomes[0])
+	}
+	if after.Err() == nil || outcomes[2] != Uncertain {
+		t.Errorf("the command after the cut: %v (%v); want the failure, uncertain", after.Err(), outcomes[2])
+	}
+	if n, _ := check.Get(ctx, "after").Int(); n != 0 {
+		t.Errorf("the command after the cut ran %d times; the server never read it", n)
+	}
+	if n, _ := check.Get(ctx, "before").Int(); n != 1 {
+		t.Errorf("the answered command ran %d times, want once", n)
+	}
+
+	// The baseline: go-redis's own pipeline.
+	pipe := client.Pipeline()
+	base := pipe.Incr(ctx, "baseline")
+	pipe.Process(ctx, redis.NewStatusCmd(ctx, "quit"))
+	pipe.Incr(ctx, "baseline:after")
+	_, _ = pipe.Exec(ctx)
+	n, _ := check.Get(ctx, "baseline").Int()
+	t.Logf("plain go-redis pipeline: the answered INCR returned %v (applied %d times)", base.Err(), n)
+}
+
+// Callers with deadlines of 0 to 6 ms, one permit, and Close at a random
+// moment: every caller returns, nothing stays counted as queued or in
+// flight, and the callers refused before their command was written (their
+// context ended, or the coalescer closed) are exactly the rejected ones.
+func TestCountersAddUpUnderCloseAndCancellation(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
+	defer client.Close()
+	for round := 0; round < 20; round++ {
+		c := New(Config{
+			Send: func(ctx context.Context, cmds []redis.Cmder) error {
+				pipe := client.Pipeline()
+				for _, cmd := range cmds {
+					_ = pipe.Process(ctx, cmd)
+				}
+				_, err := pipe.Exec(ctx)
+				return err
+			},
+			Limiter: make(permits, 1), Flushers: 2, MaxBatch: 8, MaxRetries: 3, Closed: errClosed,
+		})
+		const callers = 200
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		refused := map[Outcome]int{}
+		unsentErrs := 0
+		for i := 0; i < callers; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctx, cancel := context.WithTimeout(context.Background(), time.Duration(i%7)*time.Millisecond)
+				defer cancel()
+				o, err := c.Do(ctx, redis.NewIntCmd(ctx, "incr", "counters"))
+				mu.Lock()
+				defer mu.Unlock()
+				refused[o]++
+				if o == Unsent && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
+					errors.Is(err, errClosed) || errors.Is(err, redis.ErrClosed)) {
+					unsentErrs++
+				}
+			}()
+		}
+		time.Sleep(time.Duration(round%5) * time.Millisecond)
+		c.Close()
+		wg.Wait()
+		c.Wait()
+		n := c.Counts()
+		if n.Queued != 0 || n.Unsent != 0 || n.Sent != 0 {
+			t.Fatalf("round %d: after every caller returned: queued %d, unsent %d, sent %d", round, n.Queued, n.Unsent, n.Sent)
+		}
+		if got := n.RejectedContext + n.RejectedClosed; got != int64(unsentErrs) {
+			t.Fatalf("round %d: rejected %d (context %d, closed %d), but %d callers got an error before their command was sent",
+				round, got, n.RejectedContext, n.RejectedClosed, unsentErrs)
+		}
+	}
+}
