@@ -4,13 +4,20 @@
 // the named baseline of the same round, so a noisy moment hurts both sides.
 //
 //	S1  single-operation RPUSH at 100 and 5000 callers: plain go-redis (pool 200),
-//	    go-redis AutoPipeline, conn.Worker (defaults, telemetry on)
+//	    go-redis AutoPipeline (half duplex, its default) and AutoPipeline with
+//	    FullDuplex, rueidis, conn.Worker (defaults, telemetry on)
 //	S2  bulk: BatchRPush (batches of 50) vs go-redis Pipelined (50) vs one RPUSH
 //	    per item vs redis-benchmark -P 50 -t rpush (when installed)
 //	S3  telemetry cost: Worker off, metrics, metrics + tracing (production
 //	    sampler), metrics + every span sampled
 //	S4  the original workload: 16 runs x 3776 responses, RPUSH + PUBLISH each:
 //	    one shared pool without limiter ("before") vs Worker ("after")
+//
+// Each row also has the client's CPU per acknowledged item (one RPUSH in S1):
+// getrusage(RUSAGE_SELF) user + sys over the measured run, divided by the
+// items. The redis-server is another process, so this is the client's cost.
+//
+// Targets are checked and printed but never fail the run (see printTargets).
 //
 // BENCH_QUICK=1 runs in under a minute; BENCH_ROUNDS (default 3), BENCH_SECONDS
 // (per scenario and round, default 2) and BENCH_OUT (JSON, default

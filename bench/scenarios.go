@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -37,9 +38,33 @@ type result struct {
 	p50, p99          time.Duration
 	errors            int64
 	poolTimeouts      int64
+	// cpu is this process's CPU time (user + sys) over the measured run; 0
+	// where the load ran elsewhere (redis-benchmark) or was not measured.
+	cpu time.Duration
 }
 
 func (r result) perSec() float64 { return float64(r.items) / r.elapsed.Seconds() }
+
+// cpuPerItem is the client's CPU per acknowledged item in microseconds (in
+// S1 an item is one RPUSH), 0 when not measured.
+func (r result) cpuPerItem() float64 {
+	if r.cpu <= 0 || r.items == 0 {
+		return 0
+	}
+	return float64(r.cpu.Nanoseconds()) / 1e3 / float64(r.items)
+}
+
+// cpuTime is this process's CPU time so far, user + sys. The redis-server is
+// another process, so this is the client side only: the callers, the client
+// library under test, the runtime (GC included) and the bench's own timing,
+// the same for every variant.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
 
 type variant struct {
 	name string
@@ -56,6 +81,13 @@ type env struct {
 	addr  string
 	plain *redis.Client
 	ap    *redis.AutoPipeliner
+	// fd is go-redis's AutoPipeline with FullDuplex: one held connection
+	// with a writer and a reader goroutine instead of one batch per round
+	// trip. It needs a client of its own (fdClient, same options as plain):
+	// a client caches its blocking autopipeliner and the first call's options
+	// win, so asking plain for it would return the half-duplex ap.
+	fdClient *redis.Client
+	fd       *redis.AutoPipeliner
 	// rue is rueidis with its defaults (auto-pipelining of concurrent
 	// callers), client-side caching off: the strongest Go client peer.
 	rue rueidis.Client
@@ -72,6 +104,20 @@ func newEnv(addr string) *env {
 		panic(err) // default options are valid
 	}
 	e.ap = ap
+	// As the FullDuplex doc says: the ordered face (MaxConcurrentBatches 1,
+	// not Unordered) of a standalone *Client with a pipeline pool (the
+	// default); the blocking face's defaults otherwise, as ap has.
+	e.fdClient = redis.NewClient(&redis.Options{Addr: addr, PoolSize: 200})
+	fdOpts := redis.DefaultBlockingAutoPipelineOptions()
+	fdOpts.FullDuplex = true
+	if e.fd, err = e.fdClient.AutoPipelineWithOptions(fdOpts); err != nil {
+		panic(err) // the options are valid
+	}
+	if !e.fd.Config().FullDuplex {
+		// Config reports the effective mode: a silent fallback to half
+		// duplex would make the row a copy of autopipeline.
+		panic("go-redis AutoPipeline: FullDuplex requested but not in effect")
+	}
 	e.rue, err = rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, DisableCache: true})
 	if err != nil {
 		panic(err) // the server was just started and answered
@@ -88,6 +134,8 @@ func newEnv(addr string) *env {
 
 func (e *env) close() {
 	_ = e.ap.Close()
+	_ = e.fd.Close()
+	_ = e.fdClient.Close()
 	e.rue.Close()
 	_ = e.plain.Close()
 	_ = e.tel.Shutdown(context.Background())
@@ -130,6 +178,9 @@ func (e *env) worker(ctx context.Context, opts []conn.Option) (*conn.Worker, err
 	return conn.NewWorker(ctx, cfg, opts...)
 }
 
+// fullDuplex names go-redis's AutoPipeline with FullDuplex in S1.
+const fullDuplex = "AutoPipeline full-duplex"
+
 func allScenarios(cfg config, e *env) []scenario {
 	d := cfg.seconds
 	rpush := func(c redis.Cmdable) func(ctx context.Context, key string) error {
@@ -147,6 +198,9 @@ func allScenarios(cfg config, e *env) []scenario {
 				}},
 				{"autopipeline", func(ctx context.Context) (result, error) {
 					return load(ctx, callers, d, 1, rpush(e.ap)), nil
+				}},
+				{fullDuplex, func(ctx context.Context) (result, error) {
+					return load(ctx, callers, d, 1, rpush(e.fd)), nil
 				}},
 				{"rueidis", func(ctx context.Context) (result, error) {
 					return load(ctx, callers, d, 1, func(ctx context.Context, key string) error {
@@ -254,7 +308,8 @@ func workerLoad(e *env, tel func(*env) []conn.Option, callers int, d time.Durati
 }
 
 // load runs op from callers goroutines for d (each on its own key) and
-// measures every call.
+// measures every call, and the process's CPU from the callers' start to the
+// last one's return (goroutine start-up and the latency sort excluded).
 func load(ctx context.Context, callers int, d time.Duration, itemsPerOp int, op func(context.Context, string) error) result {
 	var (
 		wg    sync.WaitGroup
@@ -286,12 +341,14 @@ func load(ctx context.Context, callers int, d time.Duration, itemsPerOp int, op 
 			mu.Unlock()
 		}()
 	}
+	cpu0 := cpuTime()
 	start = time.Now()
 	close(gate)
 	wg.Wait()
 	elapsed := time.Since(start)
+	cpu := cpuTime() - cpu0
 	p50, p99 := quantiles(lat)
-	return result{items: int64(len(lat) * itemsPerOp), elapsed: elapsed, p50: p50, p99: p99, errors: errs.Load()}
+	return result{items: int64(len(lat) * itemsPerOp), elapsed: elapsed, p50: p50, p99: p99, errors: errs.Load(), cpu: cpu}
 }
 
 func quantiles(d []time.Duration) (p50, p99 time.Duration) {
