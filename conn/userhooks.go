@@ -50,9 +50,7 @@ func compose[F any](u *userHooks, cache *atomic.Pointer[chained[F]], next F, wra
 	}
 	fn := next
 	for i := len(*hs) - 1; i >= 0; i-- {
-		if w := wrap((*hs)[i], fn); any(w) != nil {
-			fn = w
-		}
+		fn = wrap((*hs)[i], fn)
 	}
 	cache.Store(&chained[F]{hooks: hs, fn: fn})
 	return fn
@@ -61,20 +59,35 @@ func compose[F any](u *userHooks, cache *atomic.Pointer[chained[F]], next F, wra
 func (u *userHooks) DialHook(next redis.DialHook) redis.DialHook {
 	var cache atomic.Pointer[chained[redis.DialHook]]
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		return compose(u, &cache, next, redis.Hook.DialHook)(ctx, network, addr)
+		return compose(u, &cache, next, func(h redis.Hook, f redis.DialHook) redis.DialHook {
+			if w := h.DialHook(f); w != nil {
+				return w
+			}
+			return f // go-redis keeps next when a hook returns nil
+		})(ctx, network, addr)
 	}
 }
 
 func (u *userHooks) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	var cache atomic.Pointer[chained[redis.ProcessHook]]
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		return compose(u, &cache, next, redis.Hook.ProcessHook)(ctx, cmd)
+		return compose(u, &cache, next, func(h redis.Hook, f redis.ProcessHook) redis.ProcessHook {
+			if w := h.ProcessHook(f); w != nil {
+				return w
+			}
+			return f
+		})(ctx, cmd)
 	}
 }
 
 func (u *userHooks) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	var cache atomic.Pointer[chained[redis.ProcessPipelineHook]]
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		return compose(u, &cache, next, redis.Hook.ProcessPipelineHook)(ctx, cmds)
+		return compose(u, &cache, next, func(h redis.Hook, f redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+			if w := h.ProcessPipelineHook(f); w != nil {
+				return w
+			}
+			return f
+		})(ctx, cmds)
 	}
 }

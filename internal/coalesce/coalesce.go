@@ -490,7 +490,7 @@ func (c *Coalescer) fail(g *generation, rt *roundTrip, attempt int, err error) {
 	if attempt > 0 {
 		c.mu.Unlock()
 		for _, cmd := range rt.wire {
-			cmd.SetErr(err)
+			cmd.(*wireCmd).Cmder.SetErr(err)
 		}
 		c.finish(g)
 		return

@@ -27,18 +27,22 @@ func (p permits) Release() { <-p }
 
 var errClosed = errors.New("closed")
 
-// newCoalescer sends round trips as pipelines of a plain go-redis client of
-// srv, as the Worker's wire client does.
+// pipelines sends round trips as pipelines of client, as the Worker's wire
+// client does.
+func pipelines(client *redis.Client) func(ctx context.Context, cmds []redis.Cmder) error {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		pipe := client.Pipeline()
+		for _, cmd := range cmds {
+			_ = pipe.Process(ctx, cmd)
+		}
+		_, err := pipe.Exec(ctx)
+		return err
+	}
+}
+
 func newCoalescer(t *testing.T, client *redis.Client) *Coalescer {
 	c := New(Config{
-		Send: func(ctx context.Context, cmds []redis.Cmder) error {
-			pipe := client.Pipeline()
-			for _, cmd := range cmds {
-				_ = pipe.Process(ctx, cmd)
-			}
-			_, err := pipe.Exec(ctx)
-			return err
-		},
+		Send:    pipelines(client),
 		Limiter: make(permits, 10), Flushers: 2, MaxBatch: 100, MaxRetries: 3, Closed: errClosed,
 	})
 	t.Cleanup(func() { c.Close(); c.Wait() })
@@ -97,14 +101,7 @@ func TestCountersAddUpUnderCloseAndCancellation(t *testing.T) {
 	defer client.Close()
 	for round := 0; round < 20; round++ {
 		c := New(Config{
-			Send: func(ctx context.Context, cmds []redis.Cmder) error {
-				pipe := client.Pipeline()
-				for _, cmd := range cmds {
-					_ = pipe.Process(ctx, cmd)
-				}
-				_, err := pipe.Exec(ctx)
-				return err
-			},
+			Send:    pipelines(client),
 			Limiter: make(permits, 1), Flushers: 2, MaxBatch: 8, MaxRetries: 3, Closed: errClosed,
 		})
 		const callers = 200
