@@ -9,7 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/redisconn/redisconn/internal/coalesce"
-	"github.com/redisconn/redisconn/telemetry"
+	"github.com/redisconn/redisconn/internal/instrument"
 )
 
 // The hook chains of a manager's clients, outermost first. Each hook has one
@@ -62,7 +62,7 @@ func (m *manager) addHooks() {
 		}
 		c.AddHook(closedHook{closed: &m.closed})
 		c.AddHook(poolTimeoutHook{m: m})
-		m.addServerHooks(c, telemetry.Operations{})
+		m.addServerHooks(c, instrument.Operations{})
 	}
 	if m.wire != nil {
 		c := m.wire
@@ -70,7 +70,7 @@ func (m *manager) addHooks() {
 			c.AddHook(dialOnly{m.users})
 		}
 		c.AddHook(poolTimeoutHook{m: m})
-		m.addServerHooks(c, telemetry.Operations{Callers: wireCallers})
+		m.addServerHooks(c, instrument.Operations{Callers: wireCallers})
 	}
 	c := m.client
 	if m.users != nil {
@@ -85,12 +85,12 @@ func (m *manager) addHooks() {
 		c.AddHook(limiterHook{l: m.limiter})
 	}
 	c.AddHook(poolTimeoutHook{m: m})
-	m.addServerHooks(c, telemetry.Operations{LimiterWait: permitWait})
+	m.addServerHooks(c, instrument.Operations{LimiterWait: permitWait})
 }
 
 // addServerHooks adds the cluster reload hook and, per server, telemetry and
 // handshake.
-func (m *manager) addServerHooks(c redis.UniversalClient, ops telemetry.Operations) {
+func (m *manager) addServerHooks(c redis.UniversalClient, ops instrument.Operations) {
 	perNode := func(node *redis.Client) {
 		if m.tel != nil {
 			spans, metrics := m.tel.Hooks(node.Options().Addr, ops)
@@ -276,17 +276,17 @@ func permitWait(ctx context.Context) (time.Duration, bool) {
 
 // wireCallers are the callers of a coalesced round trip's commands, for the
 // wire client's telemetry; false for anything else (a connection's set-up).
-func wireCallers(cmds []redis.Cmder) ([]telemetry.Caller, bool) {
+func wireCallers(cmds []redis.Cmder) ([]instrument.Caller, bool) {
 	if len(cmds) == 0 {
 		return nil, false
 	}
-	callers := make([]telemetry.Caller, len(cmds))
+	callers := make([]instrument.Caller, len(cmds))
 	for i, cmd := range cmds {
 		c, ok := coalesce.CallerOf(cmd)
 		if !ok {
 			return nil, false
 		}
-		callers[i] = telemetry.Caller{Ctx: c.Ctx, Queued: c.Queued, Call: c.Call}
+		callers[i] = instrument.Caller{Ctx: c.Ctx, Queued: c.Queued, Call: c.Call}
 	}
 	return callers, true
 }

@@ -4,7 +4,7 @@ import (
 	"strings"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/redisconn/redisconn/telemetry"
+	"github.com/redisconn/redisconn/internal/instrument"
 )
 
 // The classes of Redis commands that decide how a Worker handles a command.
@@ -76,7 +76,7 @@ func classOf(cmd redis.Cmder) cmdClass {
 // command this library does not know (a module's, a typo) is not: what it
 // does to the connection is unknown.
 func coalescable(cmd redis.Cmder) bool {
-	return classOf(cmd) == plain && telemetry.KnownCommand(cmd.Name())
+	return classOf(cmd) == plain && instrument.KnownCommand(cmd.Name())
 }
 
 // sessionAdvice says what to use instead of a session command on a pooled

@@ -16,7 +16,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/redisconn/redisconn/internal/coalesce"
-	"github.com/redisconn/redisconn/telemetry"
+	"github.com/redisconn/redisconn/internal/instrument"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
@@ -139,7 +139,7 @@ type manager struct {
 	wire    redis.UniversalClient
 	limiter *limiter // nil for the API
 	cluster bool
-	tel     *telemetry.Instruments // nil when telemetry is off
+	tel     *instrument.Instruments // nil when telemetry is off
 	server  serverCache
 	// coalescer sends round trips of callers' commands on wire: batch
 	// chunks always, single commands when coalesces (Worker only).

@@ -9,13 +9,14 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redisconn/redisconn/internal/instrument"
 	"github.com/redisconn/redisconn/telemetry"
 )
 
 // instruments creates the manager's instruments; addHooks puts their hooks
 // in the chain and observe registers the observable ones.
-func (m *manager) instruments() (*telemetry.Instruments, error) {
-	return telemetry.New(telemetry.Config{
+func (m *manager) instruments() (*instrument.Instruments, error) {
+	return instrument.New(instrument.Config{
 		Role:           string(m.cfg.Role),
 		PoolName:       m.poolName(),
 		MeterProvider:  m.opts.meterProvider,
@@ -25,7 +26,7 @@ func (m *manager) instruments() (*telemetry.Instruments, error) {
 }
 
 func (m *manager) observe() error {
-	src := telemetry.Source{Pool: m.poolStats, Server: m.cachedServerStats}
+	src := instrument.Source{Pool: m.poolStats, Server: m.cachedServerStats}
 	if m.limiter != nil {
 		src.Limiter = m.limiterStats
 	}
@@ -47,7 +48,7 @@ func (m *manager) poolName() string {
 }
 
 // poolStats are the pool's numbers (see poolstats.go).
-func (m *manager) poolStats() telemetry.PoolStats {
+func (m *manager) poolStats() instrument.PoolStats {
 	nodes := 1
 	if m.cluster {
 		nodes = max(len(m.client.(*redis.ClusterClient).Options().Addrs), 1)
@@ -56,7 +57,7 @@ func (m *manager) poolStats() telemetry.PoolStats {
 		}
 	}
 	s := m.pool()
-	return telemetry.PoolStats{
+	return instrument.PoolStats{
 		Max:   int64(m.maxConns(nodes)),
 		Total: int64(s.TotalConns), Idle: int64(s.IdleConns), Pending: int64(s.PendingRequests),
 		Hits: int64(s.Hits), Misses: int64(s.Misses), Waits: int64(s.WaitCount), Timeouts: int64(s.Timeouts),
@@ -75,9 +76,9 @@ func (m *manager) clusterNodes() int {
 	return int(n.Load())
 }
 
-func (m *manager) limiterStats() telemetry.LimiterStats {
+func (m *manager) limiterStats() instrument.LimiterStats {
 	i := m.limiterInfo()
-	return telemetry.LimiterStats{
+	return instrument.LimiterStats{
 		Limit: i.Limit, InFlight: i.InFlight, Waiting: i.Waiting,
 		RejectedContext: i.RejectedContext, RejectedClosed: i.RejectedClosed,
 	}
@@ -87,7 +88,7 @@ func (m *manager) limiterStats() telemetry.LimiterStats {
 type serverCache struct {
 	mu    sync.Mutex
 	at    time.Time
-	stats telemetry.ServerStats
+	stats instrument.ServerStats
 	ok    bool
 }
 
@@ -98,7 +99,7 @@ const serverInfoTimeout = 500 * time.Millisecond
 // cachedServerStats returns the server numbers, refreshing them with one INFO
 // when they are older than telemetry.ServerInfoMaxAge. A failed refresh keeps
 // reporting the last good numbers and is retried at the next max age.
-func (m *manager) cachedServerStats(ctx context.Context) (telemetry.ServerStats, bool) {
+func (m *manager) cachedServerStats(ctx context.Context) (instrument.ServerStats, bool) {
 	c := &m.server
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -111,7 +112,7 @@ func (m *manager) cachedServerStats(ctx context.Context) (telemetry.ServerStats,
 	}
 	ctx, cancel := context.WithTimeout(ctx, serverInfoTimeout)
 	defer cancel()
-	var total telemetry.ServerStats
+	var total instrument.ServerStats
 	add := func(s ServerInfo) {
 		total.ConnectedClients += s.ConnectedClients
 		total.MaxClients += s.MaxClients

@@ -191,8 +191,9 @@ func Signals() []Signal {
 	return out
 }
 
-// signal returns the entry of the table named name.
-func signal(name string) (Signal, error) {
+// Lookup returns the entry of the table named name, or an error saying that
+// name is not in the table.
+func Lookup(name string) (Signal, error) {
 	for _, s := range signals {
 		if s.Name == name {
 			return s, nil

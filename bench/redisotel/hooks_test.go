@@ -8,8 +8,8 @@ import (
 
 	"github.com/redis/go-redis/extra/redisotel/v9"
 	"github.com/redis/go-redis/v9"
+	"github.com/redisconn/redisconn/internal/instrument"
 	"github.com/redisconn/redisconn/internal/redistest"
-	"github.com/redisconn/redisconn/telemetry"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -37,7 +37,7 @@ func workerLike(port int) *redis.Client {
 // is the hooks' own cost (and go-redis's). Both go through:
 //
 //   - none: no hook;
-//   - own: telemetry.Instruments.Instrument, that is the span hook plus the
+//   - own: instrument.Instruments.Instrument, that is the span hook plus the
 //     operation hook, whose histogram is a no-op meter's here (so "own" pays
 //     for a little more than its spans);
 //   - redisotel: redisotel.InstrumentTracing(client, WithCallerEnabled(false),
@@ -64,12 +64,12 @@ func BenchmarkSpanHook(b *testing.B) {
 		install func(b *testing.B, c *redis.Client, tp trace.TracerProvider)
 	}{
 		{"own", func(b *testing.B, c *redis.Client, tp trace.TracerProvider) {
-			in, err := telemetry.New(telemetry.Config{Role: "worker", PoolName: c.Options().Addr + "/0",
+			in, err := instrument.New(instrument.Config{Role: "worker", PoolName: c.Options().Addr + "/0",
 				MeterProvider: metricnoop.NewMeterProvider(), TracerProvider: tp})
 			if err != nil {
 				b.Fatal(err)
 			}
-			spans, metrics := in.Hooks(c.Options().Addr, telemetry.Operations{})
+			spans, metrics := in.Hooks(c.Options().Addr, instrument.Operations{})
 			c.AddHook(spans)
 			c.AddHook(metrics)
 		}},

@@ -1,4 +1,4 @@
-package telemetry
+package instrument
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/extra/rediscmd/v9"
 	"github.com/redis/go-redis/v9"
+	"github.com/redisconn/redisconn/telemetry"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -45,7 +46,7 @@ func newTracingHook(in *Instruments, addr string, ops Operations) *tracingHook {
 
 // spanAttrs are the attributes of every CLIENT span to the server at addr.
 func spanAttrs(in *Instruments, addr string) []attribute.KeyValue {
-	attrs := append([]attribute.KeyValue{attribute.String("db.system", "redis"), AttrDBSystem.String("redis")}, in.baseKV...)
+	attrs := append([]attribute.KeyValue{attribute.String("db.system", "redis"), telemetry.AttrDBSystem.String("redis")}, in.baseKV...)
 	if host, port, err := net.SplitHostPort(addr); err == nil {
 		attrs = append(attrs, attribute.String("server.address", host))
 		if p, err := strconv.Atoi(port); err == nil {
@@ -66,7 +67,7 @@ func (h *tracingHook) start(ctx context.Context, name string) (context.Context, 
 	if span.IsRecording() {
 		span.SetAttributes(h.attrs...)
 		if waited, ok := h.ops.LimiterWait(ctx); ok {
-			span.SetAttributes(AttrLimiterWaitTime.Float64(waited.Seconds()))
+			span.SetAttributes(telemetry.AttrLimiterWaitTime.Float64(waited.Seconds()))
 		}
 	}
 	return ctx, span
@@ -84,8 +85,8 @@ func endAt(span trace.Span, err error, at time.Time) {
 
 func markError(span trace.Span, err error) {
 	if err != nil && err != redis.Nil && span.IsRecording() {
-		et := ErrorType(err)
-		span.SetAttributes(AttrErrorType.String(et))
+		et := telemetry.ErrorType(err)
+		span.SetAttributes(telemetry.AttrErrorType.String(et))
 		span.SetStatus(codes.Error, et)
 	}
 }
@@ -130,7 +131,7 @@ func (h *tracingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.
 		}
 		ctx, span := h.start(ctx, "redis.pipeline "+pipelineSummary(cmds))
 		if span.IsRecording() {
-			span.SetAttributes(attribute.Int("db.redis.num_cmd", len(cmds)), AttrBatchSize.Int(len(cmds)))
+			span.SetAttributes(attribute.Int("db.redis.num_cmd", len(cmds)), telemetry.AttrBatchSize.Int(len(cmds)))
 			if h.statement {
 				_, text := rediscmd.CmdsString(cmds)
 				span.SetAttributes(attribute.String("db.statement", text))
@@ -174,11 +175,11 @@ func (h *tracingHook) roundTrip(callers []Caller, cmds []redis.Cmder, sent, done
 		if span.IsRecording() {
 			span.SetAttributes(h.attrs...)
 			span.SetAttributes(
-				AttrLimiterWaitTime.Float64(sent.Sub(c.Queued).Seconds()),
+				telemetry.AttrLimiterWaitTime.Float64(sent.Sub(c.Queued).Seconds()),
 				attribute.Int("redisconn.pipeline.size", len(cmds)),
 			)
 			if len(group) > 1 {
-				span.SetAttributes(attribute.Int("db.redis.num_cmd", len(group)), AttrBatchSize.Int(len(group)))
+				span.SetAttributes(attribute.Int("db.redis.num_cmd", len(group)), telemetry.AttrBatchSize.Int(len(group)))
 			}
 			if h.statement {
 				if len(group) > 1 {

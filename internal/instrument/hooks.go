@@ -1,4 +1,4 @@
-package telemetry
+package instrument
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redisconn/redisconn/telemetry"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -124,7 +125,7 @@ func (h *operationHook) record(ctx context.Context, seconds float64, name string
 		return
 	}
 	h.in.duration.Record(ctx, seconds, metric.WithAttributeSet(
-		h.in.with(AttrOperationName.String(name), AttrErrorType.String(ErrorType(err)))))
+		h.in.with(telemetry.AttrOperationName.String(name), telemetry.AttrErrorType.String(telemetry.ErrorType(err)))))
 }
 
 // roundTrip records a coalesced round trip as one operation (see

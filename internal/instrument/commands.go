@@ -1,7 +1,7 @@
 // Generated from `redis-cli COMMAND LIST` (Redis 7.0.15) plus the hash-field
 // expiry commands of Redis 7.4/8.0.
 
-package telemetry
+package instrument
 
 // knownCommands bounds the values of db.operation.name: a command outside
 // this set (a module command, a typo passed to Do) is reported as "_OTHER",

@@ -1,12 +1,11 @@
-// Package telemetry records what the redisconn managers do as OpenTelemetry
-// metrics and traces: the instruments (signals.go is the list of them, with
-// their Prometheus names) and the go-redis hooks that record them.
+// Package instrument records what the redisconn managers do as OpenTelemetry
+// metrics and traces: the instruments, created from the table of signals
+// (package telemetry), and the go-redis hooks that record them.
 //
 // It depends on the OpenTelemetry API only. It records through the providers
 // it is given, falling back to the OpenTelemetry globals, and never installs
-// an SDK; applications that want one ready-made (a Prometheus /metrics
-// endpoint with exemplars, OTLP traces) use package otelsetup.
-package telemetry
+// an SDK.
+package instrument
 
 import (
 	"context"
@@ -15,18 +14,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/redisconn/redisconn/telemetry"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 )
-
-// ScopeName is the instrumentation scope of every instrument and span.
-const ScopeName = "github.com/redisconn/redisconn"
-
-// ServerInfoMaxAge is how long a manager reuses one INFO reply for the server
-// instruments, so that scrapes never load Redis.
-const ServerInfoMaxAge = 10 * time.Second
 
 // Config says where and under which names a manager's telemetry goes.
 type Config struct {
@@ -77,16 +70,16 @@ func New(cfg Config) (*Instruments, error) {
 	}
 	in := &Instruments{
 		cfg:    cfg,
-		meter:  cfg.MeterProvider.Meter(ScopeName),
-		tracer: cfg.TracerProvider.Tracer(ScopeName),
-		baseKV: []attribute.KeyValue{AttrRole.String(cfg.Role), AttrPoolName.String(cfg.PoolName)},
+		meter:  cfg.MeterProvider.Meter(telemetry.ScopeName),
+		tracer: cfg.TracerProvider.Tracer(telemetry.ScopeName),
+		baseKV: []attribute.KeyValue{telemetry.AttrRole.String(cfg.Role), telemetry.AttrPoolName.String(cfg.PoolName)},
 	}
 	in.base = attribute.NewSet(in.baseKV...)
 	in.baseRecord = []metric.RecordOption{metric.WithAttributeSet(in.base)}
-	in.idleOpt = metric.WithAttributeSet(in.with(AttrState.String("idle")))
-	in.usedOpt = metric.WithAttributeSet(in.with(AttrState.String("used")))
-	in.rejectedContextOpt = metric.WithAttributeSet(in.with(AttrReason.String("context")))
-	in.rejectedClosedOpt = metric.WithAttributeSet(in.with(AttrReason.String("closed")))
+	in.idleOpt = metric.WithAttributeSet(in.with(telemetry.AttrState.String("idle")))
+	in.usedOpt = metric.WithAttributeSet(in.with(telemetry.AttrState.String("used")))
+	in.rejectedContextOpt = metric.WithAttributeSet(in.with(telemetry.AttrReason.String("context")))
+	in.rejectedClosedOpt = metric.WithAttributeSet(in.with(telemetry.AttrReason.String("closed")))
 
 	// Every instrument is created from its entry in the table of signals.
 	m := in.meter
@@ -97,31 +90,31 @@ func New(cfg Config) (*Instruments, error) {
 		}
 	}
 	var err error
-	in.waitTime, err = float64Histogram(m, LimiterWaitTime)
+	in.waitTime, err = float64Histogram(m, telemetry.LimiterWaitTime)
 	check(err)
-	in.batchSize, err = int64Histogram(m, BatchSize)
+	in.batchSize, err = int64Histogram(m, telemetry.BatchSize)
 	check(err)
-	in.duration, err = float64Histogram(m, OperationDuration)
+	in.duration, err = float64Histogram(m, telemetry.OperationDuration)
 	check(err)
 	obs := func(name string) metric.Int64Observable {
 		o, err := int64Observable(m, name)
 		check(err)
 		return o
 	}
-	in.inFlight = obs(LimiterInFlight)
-	in.waiting = obs(LimiterWaiting)
-	in.limit = obs(LimiterLimit)
-	in.rejected = obs(LimiterRejected)
-	in.connCount = obs(ConnectionCount)
-	in.connMax = obs(ConnectionMax)
-	in.connPending = obs(ConnectionPendingRequests)
-	in.connTimeouts = obs(ConnectionTimeouts)
-	in.poolHits = obs(PoolHits)
-	in.poolMisses = obs(PoolMisses)
-	in.poolWaits = obs(PoolWaits)
-	in.serverConnected = obs(ServerConnectedClients)
-	in.serverMax = obs(ServerMaxClients)
-	in.serverRejected = obs(ServerRejectedConnections)
+	in.inFlight = obs(telemetry.LimiterInFlight)
+	in.waiting = obs(telemetry.LimiterWaiting)
+	in.limit = obs(telemetry.LimiterLimit)
+	in.rejected = obs(telemetry.LimiterRejected)
+	in.connCount = obs(telemetry.ConnectionCount)
+	in.connMax = obs(telemetry.ConnectionMax)
+	in.connPending = obs(telemetry.ConnectionPendingRequests)
+	in.connTimeouts = obs(telemetry.ConnectionTimeouts)
+	in.poolHits = obs(telemetry.PoolHits)
+	in.poolMisses = obs(telemetry.PoolMisses)
+	in.poolWaits = obs(telemetry.PoolWaits)
+	in.serverConnected = obs(telemetry.ServerConnectedClients)
+	in.serverMax = obs(telemetry.ServerMaxClients)
+	in.serverRejected = obs(telemetry.ServerRejectedConnections)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -129,11 +122,11 @@ func New(cfg Config) (*Instruments, error) {
 }
 
 func float64Histogram(m metric.Meter, name string) (metric.Float64Histogram, error) {
-	s, err := signal(name)
+	s, err := telemetry.Lookup(name)
 	if err != nil {
 		return nil, err
 	}
-	if s.Kind != KindHistogram || !s.Float {
+	if s.Kind != telemetry.KindHistogram || !s.Float {
 		return nil, fmt.Errorf("telemetry: %s is a %s in the table, not a float64 histogram", name, s.Kind)
 	}
 	return m.Float64Histogram(s.Name, metric.WithUnit(s.Unit), metric.WithDescription(s.Description),
@@ -141,11 +134,11 @@ func float64Histogram(m metric.Meter, name string) (metric.Float64Histogram, err
 }
 
 func int64Histogram(m metric.Meter, name string) (metric.Int64Histogram, error) {
-	s, err := signal(name)
+	s, err := telemetry.Lookup(name)
 	if err != nil {
 		return nil, err
 	}
-	if s.Kind != KindHistogram || s.Float {
+	if s.Kind != telemetry.KindHistogram || s.Float {
 		return nil, fmt.Errorf("telemetry: %s is a %s in the table, not an int64 histogram", name, s.Kind)
 	}
 	return m.Int64Histogram(s.Name, metric.WithUnit(s.Unit), metric.WithDescription(s.Description),
@@ -153,16 +146,16 @@ func int64Histogram(m metric.Meter, name string) (metric.Int64Histogram, error) 
 }
 
 func int64Observable(m metric.Meter, name string) (metric.Int64Observable, error) {
-	s, err := signal(name)
+	s, err := telemetry.Lookup(name)
 	if err != nil {
 		return nil, err
 	}
 	switch s.Kind {
-	case KindCounter:
+	case telemetry.KindCounter:
 		return m.Int64ObservableCounter(s.Name, metric.WithUnit(s.Unit), metric.WithDescription(s.Description))
-	case KindUpDownCounter:
+	case telemetry.KindUpDownCounter:
 		return m.Int64ObservableUpDownCounter(s.Name, metric.WithUnit(s.Unit), metric.WithDescription(s.Description))
-	case KindGauge:
+	case telemetry.KindGauge:
 		return m.Int64ObservableGauge(s.Name, metric.WithUnit(s.Unit), metric.WithDescription(s.Description))
 	}
 	return nil, fmt.Errorf("telemetry: %s is a %s in the table, not an observable", name, s.Kind)
@@ -199,7 +192,7 @@ func (in *Instruments) StartBatch(ctx context.Context, name, op string, items in
 	}
 	ctx, span := in.tracer.Start(ctx, name, internalSpan...)
 	if span.IsRecording() {
-		span.SetAttributes(AttrDBSystem.String("redis"), AttrOperationName.String(op), AttrBatchSize.Int(items))
+		span.SetAttributes(telemetry.AttrDBSystem.String("redis"), telemetry.AttrOperationName.String(op), telemetry.AttrBatchSize.Int(items))
 		span.SetAttributes(in.baseKV...)
 	}
 	return ctx, span
@@ -213,7 +206,7 @@ func (in *Instruments) operationOpts(op string) []metric.RecordOption {
 	if o, ok := in.durationOpts.Load(op); ok {
 		return o.([]metric.RecordOption)
 	}
-	o := []metric.RecordOption{metric.WithAttributeSet(in.with(AttrOperationName.String(op)))}
+	o := []metric.RecordOption{metric.WithAttributeSet(in.with(telemetry.AttrOperationName.String(op)))}
 	in.durationOpts.Store(op, o)
 	return o
 }
