@@ -276,7 +276,7 @@ func (w *Worker) BatchPublish(ctx context.Context, channel string, messages ...a
 				uncertain = true
 			}
 		}
-		if acked < len(cmds) {
+		if acked < len(cmds) && cmds[acked].Err() != nil {
 			err = cmds[acked].Err()
 		}
 		return acked, uncertain, err
@@ -284,50 +284,61 @@ func (w *Worker) BatchPublish(ctx context.Context, channel string, messages ...a
 }
 
 // publishOnNode sends a chunk of PUBLISH commands to the node that owns
-// channel's hash slot. A keyless PUBLISH would go to any node, chunk by
-// chunk, and the cluster bus does not order messages of different nodes. The
-// node's client has no limiter hook: the chunk takes its permit here.
+// channel's hash slot, through the user's hooks. A keyless PUBLISH would go
+// to any node, chunk by chunk, and the cluster bus does not order messages
+// of different nodes. The node's client has no limiter hook: the chunk
+// takes its permit here.
 func (w *Worker) publishOnNode(ctx context.Context, cc *redis.ClusterClient, channel string, cmds []redis.Cmder, outcomes []coalesce.Outcome) error {
-	node, err := cc.MasterForKey(ctx, channel)
-	if err != nil {
-		setErr(cmds, err)
-		return err
-	}
-	for attempt := 0; ; attempt++ {
-		waited, err := w.m.limiter.Acquire(ctx)
+	return w.m.users.ProcessPipelineHook(func(ctx context.Context, cmds []redis.Cmder) error {
+		node, err := cc.MasterForKey(ctx, channel)
 		if err != nil {
 			setErr(cmds, err)
 			return err
 		}
-		pipe := node.Pipeline()
-		for _, cmd := range cmds {
-			_ = pipe.Process(ctx, noRetry{cmd})
-		}
-		_, err = pipe.Exec(w.m.limiter.withPermit(ctx, waited))
-		w.m.limiter.Release()
-		if err == nil {
-			for i := range outcomes {
-				outcomes[i] = coalesce.Answered
+		for attempt := 0; ; attempt++ {
+			err := w.publishOnce(ctx, node, cmds, outcomes)
+			if err == nil || outcomes[0] != coalesce.Unsent || attempt == defaultMaxRetries ||
+				!rediserr.NotConnected(err) || !coalesce.Backoff(ctx, attempt) {
+				return err
 			}
-			return nil
+			// Nothing was written: clear the failure, so that the next
+			// attempt's is the one the commands report.
+			setErr(cmds, nil)
 		}
-		// go-redis sets a failure on every command without a reply; only a
-		// failure before anything was written is safe to send again.
-		written := !rediserr.NotWritten(cmds[0].Err())
-		for i, cmd := range cmds {
-			switch e := cmd.Err(); {
-			case rediserr.Final(e):
-				outcomes[i] = coalesce.Answered
-			case written:
-				outcomes[i] = coalesce.Uncertain
-			default:
-				outcomes[i] = coalesce.Unsent
-			}
+	})(ctx, cmds)
+}
+
+// publishOnce sends cmds to node as one pipeline under one permit and says
+// what became of each.
+func (w *Worker) publishOnce(ctx context.Context, node *redis.Client, cmds []redis.Cmder, outcomes []coalesce.Outcome) error {
+	waited, err := w.m.limiter.Acquire(ctx)
+	if err != nil {
+		setErr(cmds, err)
+		for i := range outcomes {
+			outcomes[i] = coalesce.Unsent
 		}
-		if written || attempt == defaultMaxRetries || !rediserr.NotConnected(err) || !coalesce.Backoff(ctx, attempt) {
-			return err
+		return err
+	}
+	pipe := node.Pipeline()
+	for _, cmd := range cmds {
+		_ = pipe.Process(ctx, noRetry{cmd})
+	}
+	_, err = pipe.Exec(w.m.limiter.withPermit(ctx, waited))
+	w.m.limiter.Release()
+	// go-redis sets a failure on every command without a reply; only a
+	// failure before anything was written leaves the chunk unsent.
+	written := err != nil && !rediserr.NotWritten(err) && !rediserr.Server(err)
+	for i, cmd := range cmds {
+		switch e := cmd.Err(); {
+		case rediserr.Final(e):
+			outcomes[i] = coalesce.Answered
+		case written:
+			outcomes[i] = coalesce.Uncertain
+		default:
+			outcomes[i] = coalesce.Unsent
 		}
 	}
+	return err
 }
 
 // chunkFunc sends one chunk. It returns how many leading items Redis

@@ -275,3 +275,39 @@ func TestBatchOfAMillionItemsUsesBoundedMemory(t *testing.T) {
 	}
 	runtime.KeepAlive(values)
 }
+
+// refusePipelines is a user's hook that refuses every pipeline without a
+// word on its commands (a rate limiter, say).
+type refusePipelines struct{}
+
+func (refusePipelines) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (refusePipelines) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (refusePipelines) ProcessPipelineHook(redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(context.Context, []redis.Cmder) error { return errRefusedByHook }
+}
+
+var errRefusedByHook = errors.New("refused by the user's hook")
+
+// A BatchPublish chunk that a user's hook refuses is not acknowledged: the
+// call returns a *BatchError wrapping the hook's error, nothing uncertain,
+// and the subscriber receives nothing.
+func TestBatchPublishRefusedByAHookIsNotAcknowledged(t *testing.T) {
+	w := newWorker(t, config(conn.RoleWorker, shared))
+	ctx := ctxTimeout(t, 10*time.Second)
+	sub := w.Subscribe(ctx, "refused:ch")
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w.AddHook(refusePipelines{})
+	n, err := w.BatchPublish(ctx, "refused:ch", "a", "b", "c")
+	var be *conn.BatchError
+	if n != 0 || !errors.Is(err, errRefusedByHook) || !errors.As(err, &be) || be.UncertainTo != be.UncertainFrom {
+		t.Fatalf("BatchPublish refused by a hook = %d, %v; want 0 and a *BatchError wrapping the hook's error, nothing uncertain", n, err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if msg, err := sub.ReceiveMessage(rctx); err == nil {
+		t.Errorf("the subscriber received %q", msg.Payload)
+	}
+}

@@ -35,6 +35,9 @@ type shares struct{ limited, wire, held int }
 func (s shares) total() int { return s.limited + s.wire + s.held }
 
 // poolShares splits cfg.PoolSize between the clients of a manager of role.
+// A standalone Worker opens at most max(PoolSize, MaxConcurrentOps+wire+1)
+// connections: the limited share and the wire share serve the permits, and
+// the held share has at least one.
 // The API has one pool. In a cluster the Worker has no held share (go-redis
 // runs Watch on a node's client, outside the limiter) and every node's pool
 // serves at most MaxConcurrentOps operations.

@@ -47,18 +47,19 @@ import (
 //     coalesced round trip, a pipeline or transaction (Pipelined,
 //     TxPipelined), a batch chunk.
 //   - Watch and Conn keep a connection between their commands. They use the
-//     share of the pool that the limiter does not govern (PoolSize minus
-//     MaxConcurrentOps connections, at least one), take no permit and are not
-//     coalesced, so transactions can never deadlock the limiter against the
-//     pool. Use w.Watch and w.Conn, not the embedded client's Conn.
+//     share of the pool that the limiter does not govern (see held.go), take
+//     no permit and are not coalesced, so transactions can never deadlock the
+//     limiter against the pool. Use w.Watch and w.Conn: a Conn of the
+//     embedded *redis.Client would set its connection up outside any
+//     operation's permit, and fails with a *SessionError saying so.
 //   - Blocking commands (BLPOP, BRPOP, BLMOVE, XREAD BLOCK, WAIT, ...) hold
 //     their permit for as long as they block, because they hold a connection
 //     that long; that is what the limiter bounds. Keep their timeouts short on
 //     a worker, or give long-blocking consumers their own manager, or they
 //     starve the other callers.
 //   - Pub/sub (Subscribe, PSubscribe, SSubscribe) uses its own connections
-//     outside the pool and the limiter, counted in ConnectionInfo.PubSub.
-//     Publish is an ordinary command and takes a permit.
+//     outside the pool and the limiter, set up through the held share and
+//     counted in ConnectionInfo.PubSub. Publish is an ordinary command.
 type Worker struct {
 	redis.UniversalClient
 	m *manager
@@ -99,8 +100,9 @@ func (w *Worker) Close() error { return w.m.close() }
 // Worker's own queueing (the coalescing queue, the limiter) happens inside
 // it, so the time it measures includes that wait, as a plain client's hook
 // includes the wait for a pooled connection. It also sees the connection
-// set-up commands go-redis sends (HELLO, AUTH, ...), and its DialHook sees
-// every connection the Worker opens. Coalesced round trips are the
+// set-up commands go-redis sends for the connections of non-coalesced
+// operations (HELLO, AUTH, ...), and its DialHook sees every connection the
+// Worker opens. Coalesced round trips are the
 // Worker's own affair: no hook of the user sees them as pipelines. Watch
 // and Conn run the hook too.
 //

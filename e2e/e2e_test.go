@@ -34,6 +34,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/redisconn/redisconn/conn"
 	"github.com/redisconn/redisconn/internal/redistest"
 	"github.com/redisconn/redisconn/otelsetup"
@@ -124,11 +125,14 @@ func TestDashboardsAndAlertsAgainstPrometheus(t *testing.T) {
 			defer wg.Done()
 			c, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
-			// BatchPublish chunks take a permit each: the limiter fills up.
-			// Single commands (and BatchRPush chunks) queue for coalescing
-			// and count as waiting.
+			// Pipelines take a permit each: the limiter fills up. Single
+			// commands (and batch chunks) queue for coalescing, whose round
+			// trips take a permit each, and count as waiting.
 			if i%2 == 0 {
-				_, _ = w.BatchPublish(c, "e2e:stalled", 1, 2, 3)
+				_, _ = w.Pipelined(c, func(p redis.Pipeliner) error {
+					p.Get(c, "e2e:k")
+					return nil
+				})
 			} else {
 				_ = w.Get(c, "e2e:k").Err()
 			}

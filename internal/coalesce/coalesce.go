@@ -139,10 +139,18 @@ type generation struct {
 	done   chan struct{}
 }
 
+// A command that goes again moves to a new generation of its own round
+// trip (requeue), so that the callers whose commands were answered return
+// at once, and those waiting for the retry may leave while it backs off.
+
 type item struct {
 	wire    wireCmd
 	left    bool // its caller left before the round trip had its permit
 	outcome Outcome
+	// moved is the generation the command went to, at movedTo, to be sent
+	// again (it was not run); nil when its outcome is final here.
+	moved   *generation
+	movedTo int
 }
 
 // MinDeadlineSpread is the least spread of deadlines within a round trip.
@@ -219,19 +227,63 @@ func (c *Coalescer) DoAll(ctx context.Context, cmds []redis.Cmder, outcomes []Ou
 	}
 	c.mu.Unlock()
 
-	select {
-	case <-g.done:
-		return g.results(first, outcomes[:n])
-	case <-ctx.Done():
+	return c.wait(ctx, g, first, cmds, outcomes[:n])
+}
+
+// wait waits for the caller's commands, cmds, at g.items[first:] (and, for
+// those sent again, in the generations they moved to), and fills outcomes.
+// While a generation's round trip does not hold a permit (queued, waiting
+// for one, or backing off before a retry), the caller leaves when ctx ends.
+func (c *Coalescer) wait(ctx context.Context, g *generation, first int, cmds []redis.Cmder, outcomes []Outcome) error {
+	var firstErr error
+	for len(cmds) > 0 {
+		select {
+		case <-g.done:
+		case <-ctx.Done():
+			if c.leave(g, first, len(cmds)) {
+				err := ctx.Err()
+				for i, cmd := range cmds {
+					cmd.SetErr(err)
+					outcomes[i] = Unsent
+				}
+				if firstErr == nil {
+					firstErr = err
+				}
+				return firstErr
+			}
+			// Its round trip holds a permit: go-redis may still write the
+			// replies into the commands. The round trip reads until the
+			// latest deadline of its commands, close to this one.
+			<-g.done
+		}
+		// The commands answered here; the rest (a suffix) moved on together.
+		k := 0
+		for ; k < len(cmds); k++ {
+			it := &g.items[first+k]
+			if it.moved != nil {
+				break
+			}
+			outcomes[k] = it.outcome
+			if err := it.wire.Cmder.Err(); err != nil && firstErr == nil {
+				firstErr = err
+			}
+		}
+		if k < len(cmds) {
+			it := &g.items[first+k]
+			g, first = it.moved, it.movedTo
+		}
+		cmds, outcomes = cmds[k:], outcomes[k:]
 	}
+	return firstErr
+}
+
+// leave takes n items of g from first on out of their round trip when it
+// does not hold a permit, and counts them refused; false when it does.
+func (c *Coalescer) leave(g *generation, first, n int) bool {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if g.decided {
-		c.mu.Unlock()
-		// Its round trip holds a permit: go-redis may still write the replies
-		// into the commands. The round trip reads until the latest deadline
-		// of its commands, close to this one.
-		<-g.done
-		return g.results(first, outcomes[:n])
+		return false
 	}
 	for i := first; i < first+n; i++ {
 		g.items[i].left = true
@@ -246,13 +298,7 @@ func (c *Coalescer) DoAll(ctx context.Context, cmds []redis.Cmder, outcomes []Ou
 		c.counts.Queued -= int64(n)
 	}
 	c.counts.RejectedContext += int64(n)
-	c.mu.Unlock()
-	err := ctx.Err()
-	for i, cmd := range cmds {
-		cmd.SetErr(err)
-		outcomes[i] = Unsent
-	}
-	return err
+	return true
 }
 
 func (c *Coalescer) refuse(cmds []redis.Cmder, outcomes []Outcome, err error, counter *int64) error {
@@ -264,20 +310,6 @@ func (c *Coalescer) refuse(cmds []redis.Cmder, outcomes []Outcome, err error, co
 		outcomes[i] = Unsent
 	}
 	return err
-}
-
-// results fills the outcomes of the items from first on, once their
-// generation is done, and returns the first error.
-func (g *generation) results(first int, outcomes []Outcome) error {
-	var firstErr error
-	for k := range outcomes {
-		it := &g.items[first+k]
-		outcomes[k] = it.outcome
-		if err := it.wire.Cmder.Err(); err != nil && firstErr == nil {
-			firstErr = err
-		}
-	}
-	return firstErr
 }
 
 // joinLocked returns the open generation that n commands with deadline dl
@@ -381,9 +413,19 @@ func (c *Coalescer) flusher() {
 		if g == nil {
 			return
 		}
-		rt.run(ctx, c, g)
-		g.cancel()
-		close(g.done)
+		for attempt := 0; g != nil; attempt++ {
+			next, nextCtx := rt.run(ctx, c, g, attempt)
+			g.cancel()
+			close(g.done)
+			if next != nil && !Backoff(nextCtx, attempt) {
+				// Every caller left, the latest deadline passed, or Close.
+				c.fail(next, nextCtx.Err())
+				next.cancel()
+				close(next.done)
+				next = nil
+			}
+			g, ctx = next, nextCtx
+		}
 	}
 }
 
@@ -393,49 +435,98 @@ type roundTrip struct {
 	idx  []int         // their items
 }
 
-// run sends the live commands of g, and sends again those that were not
-// run where that is safe (see Coalescer).
-func (rt *roundTrip) run(ctx context.Context, c *Coalescer, g *generation) {
+// run sends the live commands of g as one round trip. It returns the
+// generation of the commands to send again (they were not run; see
+// Coalescer), already taken, with its context; nil when there are none.
+func (rt *roundTrip) run(ctx context.Context, c *Coalescer, g *generation, attempt int) (*generation, context.Context) {
 	defer func() {
 		clear(rt.wire)
 		rt.wire, rt.idx = rt.wire[:0], rt.idx[:0]
 	}()
-	for attempt := 0; ; attempt++ {
-		if _, err := c.cfg.Limiter.Acquire(ctx); err != nil {
-			c.fail(g, rt, attempt, err)
-			return
-		}
-		if attempt == 0 && !c.admit(g, rt) {
-			c.cfg.Limiter.Release()
-			return // every caller left
-		}
-		err := c.cfg.Send(ctx, rt.wire)
-		c.cfg.Limiter.Release()
-
-		c.mu.Lock()
-		c.counts.RoundTrips++
-		c.counts.Commands += int64(len(rt.wire))
-		c.mu.Unlock()
-		// Keep the commands that were not run and may go again.
-		n := 0
-		for k, cmd := range rt.wire {
-			it := &g.items[rt.idx[k]]
-			it.outcome = it.wire.outcome(err)
-			if it.outcome == Unsent && attempt < c.cfg.MaxRetries && retryable(it.wire.Cmder.Err()) {
-				rt.wire[n], rt.idx[n] = cmd, rt.idx[k]
-				n++
-			}
-		}
-		clear(rt.wire[n:])
-		rt.wire, rt.idx = rt.wire[:n], rt.idx[:n]
-		if n == 0 || !Backoff(ctx, attempt) {
-			c.finish(g)
-			return
-		}
-		for _, cmd := range rt.wire {
-			cmd.(*wireCmd).again()
-		}
+	if _, err := c.cfg.Limiter.Acquire(ctx); err != nil {
+		c.fail(g, err)
+		return nil, nil
 	}
+	if !c.admit(g, rt) {
+		c.cfg.Limiter.Release()
+		return nil, nil // every caller left
+	}
+	// Close does not end a round trip on the wire: closing the connections
+	// does, and its commands then say what happened to them.
+	sendCtx := context.Background()
+	if g.hasDeadline {
+		var cancel context.CancelFunc
+		sendCtx, cancel = context.WithDeadline(sendCtx, g.hi)
+		defer cancel()
+	}
+	err := c.cfg.Send(sendCtx, rt.wire)
+	c.cfg.Limiter.Release()
+	for k := range rt.wire {
+		it := &g.items[rt.idx[k]]
+		it.outcome = it.wire.outcome(err)
+	}
+	next, nextCtx, moved := c.requeue(g, rt, attempt)
+	c.finish(g, moved)
+	return next, nextCtx
+}
+
+// requeue moves the commands of g that may go again to a new generation:
+// of each caller, the commands from its first one that was not run on,
+// when none of those ran (a caller's commands keep their order), and at
+// most MaxRetries times. It returns that generation, taken, with its
+// context, and how many commands moved.
+func (c *Coalescer) requeue(g *generation, rt *roundTrip, attempt int) (*generation, context.Context, int) {
+	if attempt >= c.cfg.MaxRetries {
+		return nil, nil, 0
+	}
+	var again []int // items of g that go again
+	for k := 0; k < len(rt.idx); {
+		call := g.items[rt.idx[k]].wire.caller.Call
+		end := k + 1
+		for end < len(rt.idx) && g.items[rt.idx[end]].wire.caller.Call == call {
+			end++
+		}
+		from := k
+		for from < end && g.items[rt.idx[from]].outcome != Unsent {
+			from++
+		}
+		all := from < end
+		for j := from; j < end && all; j++ {
+			it := &g.items[rt.idx[j]]
+			all = it.outcome == Unsent && retryable(it.wire.Cmder.Err())
+		}
+		if all {
+			again = append(again, rt.idx[from:end]...)
+		}
+		k = end
+	}
+	if len(again) == 0 {
+		return nil, nil, 0
+	}
+	next := &generation{
+		done:        make(chan struct{}),
+		items:       make([]item, 0, len(again)),
+		hasDeadline: g.hasDeadline, lo: g.lo, hi: g.hi,
+		taken:       true,
+	}
+	var ctx context.Context
+	if next.hasDeadline {
+		ctx, next.cancel = context.WithDeadline(c.base, next.hi)
+	} else {
+		ctx, next.cancel = context.WithCancel(c.base)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, i := range again {
+		it := &g.items[i]
+		next.items = append(next.items, item{wire: it.wire})
+		next.items[len(next.items)-1].wire.again()
+		it.moved, it.movedTo = next, len(next.items)-1
+	}
+	next.live = len(next.items)
+	// Its callers wait for a permit again, and may leave meanwhile.
+	c.counts.Unsent += int64(next.live)
+	return next, ctx, len(again)
 }
 
 // admit marks g decided once its round trip holds a permit, and puts the
@@ -452,24 +543,28 @@ func (c *Coalescer) admit(g *generation, rt *roundTrip) bool {
 			rt.idx = append(rt.idx, i)
 		}
 	}
+	if len(rt.wire) > 0 {
+		c.counts.RoundTrips++
+		c.counts.Commands += int64(len(rt.wire))
+	}
 	return len(rt.wire) > 0
 }
 
-// finish takes g's callers off the sent count once its round trip is over,
-// and counts those of them that got an error before their command was
-// written because their time was up or the coalescer closed, as a refusal
-// before their round trip went out is counted.
-func (c *Coalescer) finish(g *generation) {
+// finish takes g's callers off the sent count once its round trip is over
+// (moved of them went to be sent again), and counts those that got an
+// error before their command was written because their time was up or the
+// coalescer closed, as a refusal before their round trip went out is.
+func (c *Coalescer) finish(g *generation, moved int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.counts.Sent -= int64(g.live)
 	for i := range g.items {
 		it := &g.items[i]
-		if it.left || it.outcome != Unsent {
+		if it.left || it.moved != nil || it.outcome != Unsent {
 			continue
 		}
 		switch err := it.wire.Cmder.Err(); {
-		case err == context.Canceled, err == context.DeadlineExceeded:
+		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 			c.counts.RejectedContext++
 		case errors.Is(err, c.cfg.Closed), errors.Is(err, redis.ErrClosed):
 			c.counts.RejectedClosed++
@@ -477,32 +572,20 @@ func (c *Coalescer) finish(g *generation) {
 	}
 }
 
-// fail ends g's callers whose commands could not go out: its round trip got
-// no permit because the coalescer closed, or the round trip's context
-// ended (every caller left, or the latest deadline passed). On a retry
-// (attempt > 0), the commands in rt keep what they had and get err.
-func (c *Coalescer) fail(g *generation, rt *roundTrip, attempt int, err error) {
+// fail ends g's callers, whose round trip could not go out: it got no
+// permit or its backoff ended because the coalescer closed, or its context
+// ended (every caller left, or the latest deadline passed).
+func (c *Coalescer) fail(g *generation, err error) {
 	c.mu.Lock()
-	// The limiter may have closed before the coalescer did.
-	if c.closed || errors.Is(err, c.cfg.Closed) {
-		err = c.cfg.Closed
-	}
-	if attempt > 0 {
-		c.mu.Unlock()
-		for _, cmd := range rt.wire {
-			cmd.(*wireCmd).Cmder.SetErr(err)
-		}
-		c.finish(g)
-		return
-	}
 	defer c.mu.Unlock()
+	// The limiter may have closed before the coalescer did.
+	counter := &c.counts.RejectedContext
+	if c.closed || errors.Is(err, c.cfg.Closed) {
+		err, counter = c.cfg.Closed, &c.counts.RejectedClosed
+	}
 	g.decided = true
 	c.counts.Unsent -= int64(g.live)
-	if err == c.cfg.Closed {
-		c.counts.RejectedClosed += int64(g.live)
-	} else {
-		c.counts.RejectedContext += int64(g.live)
-	}
+	*counter += int64(g.live)
 	for i := range g.items {
 		if it := &g.items[i]; !it.left {
 			it.wire.Cmder.SetErr(err)

@@ -3,7 +3,10 @@ package coalesce
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -139,3 +142,68 @@ func TestCountersAddUpUnderCloseAndCancellation(t *testing.T) {
 		}
 	}
 }
+
+// A command that could not be written (nothing listens on the port: the
+// dial is refused) goes again after a backoff; meanwhile its round trip
+// holds no permit, and a caller whose context ends leaves at once, while
+// the only permit is held elsewhere. Its command is not sent again.
+func TestACallerLeavesWhileItsCommandWaitsToGoAgain(t *testing.T) {
+	port, err := redistest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(port), MaxRetries: -1, DialerRetries: 1})
+	defer client.Close()
+	var sends atomic.Int64
+	c := New(Config{
+		Send: func(ctx context.Context, cmds []redis.Cmder) error {
+			sends.Add(1)
+			return pipelines(client)(ctx, cmds)
+		},
+		Limiter: &firstPermitOnly{}, Flushers: 1, MaxBatch: 10, MaxRetries: 3, Closed: errClosed,
+	})
+	defer func() { c.Close(); c.Wait() }()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	result := make(chan error, 1)
+	go func() {
+		o, err := c.Do(ctx, redis.NewIntCmd(ctx, "incr", "k"))
+		if o != Unsent {
+			err = fmt.Errorf("outcome %v: %w", o, err)
+		}
+		result <- err
+	}()
+	if !redistest.WaitFor(context.Background(), 5*time.Second, func() bool { return sends.Load() == 1 }) {
+		t.Fatal("the round trip was never sent")
+	}
+	time.Sleep(30 * time.Millisecond) // past the backoff: the retry waits for the permit
+	cancel()
+	select {
+	case err := <-result:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("the caller got %v, want context.Canceled", err)
+		}
+	case <-time.After(500 * time.Millisecond):
+		t.Fatal("the caller was still waiting 500 ms after its context ended")
+	}
+	if n := sends.Load(); n != 1 {
+		t.Errorf("the command was sent %d times after its caller left", n-1)
+	}
+	if got := c.Counts(); got.RejectedContext != 1 || got.Unsent != 0 || got.Sent != 0 {
+		t.Errorf("counts %+v, want 1 rejected for its context and nothing waiting", got)
+	}
+}
+
+// firstPermitOnly grants one permit; after it, the only permit is held
+// elsewhere and Acquire waits until its context ends.
+type firstPermitOnly struct{ used atomic.Bool }
+
+func (p *firstPermitOnly) Acquire(ctx context.Context) (time.Duration, error) {
+	if p.used.CompareAndSwap(false, true) {
+		return 0, nil
+	}
+	<-ctx.Done()
+	return 0, ctx.Err()
+}
+
+func (p *firstPermitOnly) Release() {}

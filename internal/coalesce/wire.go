@@ -50,26 +50,31 @@ type Caller struct {
 // watches what go-redis reports of the command, so that the round trip can
 // tell what happened on the wire:
 //
-//   - go-redis sets the outcome of every reply it reads (SetErr with nil, or
-//     with the server's error reply). A final one (rediserr.Final) is the
-//     caller's answer and stands: when the connection fails later in the
-//     same round trip, go-redis sets that failure on every command whose
-//     error is still nil, answered ones included; wireCmd ignores it.
-//   - Any other error go-redis sets is a failure of the round trip; unless it
-//     is one that happens only before anything is written
-//     (rediserr.NotWritten), the command may have reached Redis.
-//   - NoRetry is true: go-redis never sends a round trip again itself (it
-//     would send the answered commands again too); the coalescer decides
-//     what goes again, command by command. Cluster redirections (MOVED, ASK)
-//     are still followed by go-redis: the command did not run.
+//   - A final reply (rediserr.Final: success, a nil reply, an error reply
+//     such as WRONGTYPE) is the caller's answer and stands: when the
+//     connection fails later in the same round trip, go-redis sets that
+//     failure on every command whose error is still nil, answered ones
+//     included; wireCmd ignores it.
+//   - A reply that says the command did not run (a refusal such as LOADING,
+//     a cluster redirection) and a failure that happens only before anything
+//     is written (rediserr.NotWritten) are kept aside, not set on the
+//     command: go-redis sets a later failure only on commands whose error is
+//     nil, and its cluster client sends redirected commands and those whose
+//     connection failed again itself, so a failure of that next attempt must
+//     reach the command.
+//   - Any other failure means the command may have reached Redis.
+//   - NoRetry is true: go-redis never sends a failed round trip again itself
+//     (it would send the answered commands again too); the coalescer decides
+//     what goes again, command by command.
 //
 // Only the wire client's hooks, which are redisconn's own, see a wireCmd;
 // the caller and the hooks it added see its own command.
 type wireCmd struct {
 	redis.Cmder
 	caller  Caller
-	final   bool // a final reply was read
-	written bool // a failure after which the command may have reached Redis
+	final   bool  // a final reply was read
+	written bool  // a failure after which the command may have reached Redis
+	aside   error // the last refusal, redirection or not-written failure
 }
 
 // NoRetry keeps go-redis from sending the round trip again (see wireCmd).
@@ -77,45 +82,44 @@ func (w *wireCmd) NoRetry() bool { return true }
 
 // SetErr records what go-redis reports of the command (see wireCmd).
 func (w *wireCmd) SetErr(err error) {
-	if err == nil || rediserr.Server(err) {
-		// A reply was read.
-		w.final = rediserr.Final(err)
+	switch {
+	case rediserr.Final(err):
+		w.final, w.aside = true, nil
 		w.Cmder.SetErr(err)
-		return
-	}
-	if w.final {
-		return // the reply stands
-	}
-	if !rediserr.NotWritten(err) {
+	case w.final:
+		// The reply stands.
+	case rediserr.Server(err) || rediserr.NotWritten(err):
+		w.aside = err
+	default:
 		w.written = true
+		w.Cmder.SetErr(err)
 	}
-	w.Cmder.SetErr(err)
 }
 
-// outcome classifies the command after its round trip returned sendErr.
+// outcome classifies the command after its round trip returned sendErr, and
+// sets on it the error its caller gets.
 func (w *wireCmd) outcome(sendErr error) Outcome {
-	err := w.Cmder.Err()
 	switch {
 	case w.final:
 		return Answered
 	case w.written:
 		return Uncertain
-	case err == nil && sendErr != nil:
+	case w.aside != nil:
+		w.Cmder.SetErr(w.aside)
+		return Unsent
+	case sendErr != nil:
 		// The round trip failed without a word on this command (a hook
 		// refused it): take the round trip's error.
 		w.SetErr(sendErr)
 		return w.outcome(nil)
-	case err == nil, rediserr.Server(err) && !rediserr.Refusal(err):
-		// A redirection go-redis gave up on is the server's answer too.
-		return Answered
 	}
-	return Unsent
+	// Nothing was reported: a hook served the command itself.
+	return Answered
 }
 
-// again prepares a command that was not run for another round trip: its
-// previous error is cleared, so that go-redis reports the new one.
+// again prepares a command that was not run for another round trip.
 func (w *wireCmd) again() {
-	w.final, w.written = false, false
+	w.final, w.written, w.aside = false, false, nil
 	w.Cmder.SetErr(nil)
 }
 
