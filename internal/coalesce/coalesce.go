@@ -507,7 +507,7 @@ func (c *Coalescer) requeue(g *generation, rt *roundTrip, attempt int) (*generat
 		done:        make(chan struct{}),
 		items:       make([]item, 0, len(again)),
 		hasDeadline: g.hasDeadline, lo: g.lo, hi: g.hi,
-		taken:       true,
+		taken: true,
 	}
 	var ctx context.Context
 	if next.hasDeadline {
