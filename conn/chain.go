@@ -27,10 +27,9 @@ import (
 //     coalescer (internal/coalesce), which sends it on the wire client
 //     below, with other callers' commands, in a round trip that takes one
 //     limiter permit. Nothing of it goes on down this chain.
-//  4. session (Worker): a command that would change the state of a pooled
-//     connection (SELECT, CLIENT SETNAME, ...) fails with an error saying
-//     what to use instead, unless it runs inside an operation's permit: that
-//     is go-redis setting up the connection the operation needed.
+//  4. session (Worker): a command sent with Do that would change the state
+//     of a pooled connection (SELECT, CLIENT SETNAME, ...) fails with an
+//     error saying what to use instead (see refuseSession).
 //  5. limiter (Worker): one permit per operation: a command, a pipeline, a
 //     transaction. A connection's set-up runs inside the permit of the
 //     operation that needed the connection (go-redis sends it through these
@@ -154,10 +153,10 @@ func (h coalesceHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.
 	return next
 }
 
-// SessionError is the error of a command that would change the state of a
-// pooled connection (SELECT, AUTH, HELLO, CLIENT SETNAME, SUBSCRIBE, ...):
-// the state would reach whichever caller gets the connection next. Nothing
-// was sent. Advice says what to use instead.
+// SessionError is the error of a command sent with Do that would change the
+// state of a pooled connection (SELECT, AUTH, HELLO, CLIENT SETNAME,
+// SUBSCRIBE, ...): the state would reach whichever caller gets the
+// connection next. Nothing was sent. Advice says what to use instead.
 type SessionError struct {
 	Command string // the command's name, upper case
 	Advice  string
@@ -167,9 +166,7 @@ func (e *SessionError) Error() string {
 	return fmt.Sprintf("redisconn: %s would change the state of a pooled connection: %s", e.Command, e.Advice)
 }
 
-// sessionHook refuses session commands outside an operation's permit (see
-// SessionError); inside one, they are go-redis setting up the connection
-// that operation needed.
+// sessionHook refuses session commands sent with Do (see refuseSession).
 type sessionHook struct{}
 
 func (sessionHook) DialHook(next redis.DialHook) redis.DialHook { return next }
@@ -196,8 +193,15 @@ func (sessionHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 	}
 }
 
+// refuseSession refuses a session command sent with Do. go-redis offers its
+// stateful commands (Select, Hello, Auth, ClientSetName, ...) as typed
+// methods only where it means them to be used: on a Conn, on a Pipeline
+// (which runs on one connection), and in its own set-up of a connection,
+// including a pub/sub connection's outside any operation's permit. Do is
+// the way around that, and on a client it would leave the state on a pooled
+// connection for whichever caller gets it next.
 func refuseSession(ctx context.Context, cmd redis.Cmder) error {
-	if classOf(cmd) != session {
+	if _, viaDo := cmd.(*redis.Cmd); !viaDo || classOf(cmd) != session {
 		return nil
 	}
 	if _, held := permitWait(ctx); held {

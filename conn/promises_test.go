@@ -443,10 +443,11 @@ func TestCloseReturnsAtOnceAgainstAStalledServer(t *testing.T) {
 	}
 }
 
-// A command that would change the state of a pooled connection is refused
-// with an error that says what to use instead, and sends nothing; on a Conn
-// it works. Connection set-up (HELLO, AUTH, SELECT for REDIS_DB) still
-// runs: the Worker's database is 1 and its password is set.
+// A command sent with Do that would change the state of a pooled
+// connection is refused with an error that says what to use instead, and
+// sends nothing; on a Conn it works. Connection set-up (HELLO, AUTH, SELECT
+// for REDIS_DB) still runs: the Worker's database is 1 and its password is
+// set.
 func TestSessionCommandsAreRefusedOnPooledConnections(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{Password: "s3cret-session"})
 	cfg := config(conn.RoleWorker, srv)
@@ -479,6 +480,14 @@ func TestSessionCommandsAreRefusedOnPooledConnections(t *testing.T) {
 	defer c.Close()
 	if err := c.ClientSetName(ctx, "on-a-conn").Err(); err != nil {
 		t.Errorf("CLIENT SETNAME on a Conn: %v", err)
+	}
+	// go-redis's typed stateful commands are go-redis's, as on a plain
+	// client: its set-up of a pub/sub connection of the embedded client
+	// (HELLO, AUTH, SELECT outside any operation's permit) runs.
+	sub := w.UniversalClient.Subscribe(ctx, "session:ch")
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil {
+		t.Errorf("Subscribe of the embedded client: %v", err)
 	}
 }
 

@@ -37,9 +37,11 @@ import (
 // chunks still share round trips). What a hook added with AddHook sees is in
 // AddHook's documentation.
 //
-// A command that would change the state of a pooled connection (SELECT,
-// AUTH, HELLO, CLIENT SETNAME, SUBSCRIBE through Do, ...) fails with a
-// *SessionError that says what to use instead; Conn is the place for them.
+// A command sent with Do that would change the state of a pooled
+// connection (SELECT, AUTH, HELLO, CLIENT SETNAME, SUBSCRIBE, ...) fails
+// with a *SessionError that says what to use instead; Conn is the place for
+// them. go-redis's typed stateful commands (on a Pipeline or a Conn) are
+// go-redis's, as on a plain client.
 //
 // Notes on what goes through the limiter:
 //
@@ -49,9 +51,9 @@ import (
 //   - Watch and Conn keep a connection between their commands. They use the
 //     share of the pool that the limiter does not govern (see held.go), take
 //     no permit and are not coalesced, so transactions can never deadlock the
-//     limiter against the pool. Use w.Watch and w.Conn: a Conn of the
-//     embedded *redis.Client would set its connection up outside any
-//     operation's permit, and fails with a *SessionError saying so.
+//     limiter against the pool. Use w.Watch and w.Conn, not the embedded
+//     *redis.Client's: their coalescable commands would be coalesced onto
+//     other connections.
 //   - Blocking commands (BLPOP, BRPOP, BLMOVE, XREAD BLOCK, WAIT, ...) hold
 //     their permit for as long as they block, because they hold a connection
 //     that long; that is what the limiter bounds. Keep their timeouts short on

@@ -451,15 +451,10 @@ func (rt *roundTrip) run(ctx context.Context, c *Coalescer, g *generation, attem
 		c.cfg.Limiter.Release()
 		return nil, nil // every caller left
 	}
-	// Close does not end a round trip on the wire: closing the connections
-	// does, and its commands then say what happened to them.
-	sendCtx := context.Background()
-	if g.hasDeadline {
-		var cancel context.CancelFunc
-		sendCtx, cancel = context.WithDeadline(sendCtx, g.hi)
-		defer cancel()
-	}
-	err := c.cfg.Send(sendCtx, rt.wire)
+	// Close ends the round trip's context: a round trip still waiting for a
+	// connection or dialing one stops at once (finish then gives its callers
+	// Closed); one on the wire ends when Close closes its connection.
+	err := c.cfg.Send(ctx, rt.wire)
 	c.cfg.Limiter.Release()
 	for k := range rt.wire {
 		it := &g.items[rt.idx[k]]
@@ -564,6 +559,10 @@ func (c *Coalescer) finish(g *generation, moved int) {
 			continue
 		}
 		switch err := it.wire.Cmder.Err(); {
+		case c.closed && (errors.Is(err, context.Canceled) || errors.Is(err, redis.ErrClosed)):
+			// Close ended the round trip before anything was written.
+			it.wire.Cmder.SetErr(c.cfg.Closed)
+			c.counts.RejectedClosed++
 		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 			c.counts.RejectedContext++
 		case errors.Is(err, c.cfg.Closed), errors.Is(err, redis.ErrClosed):
