@@ -236,25 +236,32 @@ func (c *Coalescer) DoAll(ctx context.Context, cmds []redis.Cmder, outcomes []Ou
 // for one, or backing off before a retry), the caller leaves when ctx ends.
 func (c *Coalescer) wait(ctx context.Context, g *generation, first int, cmds []redis.Cmder, outcomes []Outcome) error {
 	var firstErr error
+	done := ctx.Done()
 	for len(cmds) > 0 {
-		select {
-		case <-g.done:
-		case <-ctx.Done():
-			if c.leave(g, first, len(cmds)) {
-				err := ctx.Err()
-				for i, cmd := range cmds {
-					cmd.SetErr(err)
-					outcomes[i] = Unsent
-				}
-				if firstErr == nil {
-					firstErr = err
-				}
-				return firstErr
-			}
-			// Its round trip holds a permit: go-redis may still write the
-			// replies into the commands. The round trip reads until the
-			// latest deadline of its commands, close to this one.
+		if done == nil {
+			// A context that never ends (context.Background): nothing to
+			// select, and a plain receive costs less.
 			<-g.done
+		} else {
+			select {
+			case <-g.done:
+			case <-done:
+				if c.leave(g, first, len(cmds)) {
+					err := ctx.Err()
+					for i, cmd := range cmds {
+						cmd.SetErr(err)
+						outcomes[i] = Unsent
+					}
+					if firstErr == nil {
+						firstErr = err
+					}
+					return firstErr
+				}
+				// Its round trip holds a permit: go-redis may still write
+				// the replies into the commands. The round trip reads until
+				// the latest deadline of its commands, close to this one.
+				<-g.done
+			}
 		}
 		// The commands answered here; the rest (a suffix) moved on together.
 		k := 0
