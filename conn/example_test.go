@@ -137,3 +137,78 @@ func ExampleWorker_Watch() {
 	w.Del(ctx, key)
 	// Output: 70
 }
+
+// commandLog prints each command a caller sends, as a hook on a plain
+// go-redis client would.
+type commandLog struct{}
+
+func (commandLog) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (commandLog) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if c, ok := cmd.(*redis.IntCmd); ok && cmd.Name() == "incr" {
+			fmt.Println(cmd.Name(), c.Val())
+		}
+		return err
+	}
+}
+func (commandLog) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// A hook added with AddHook sees each caller's command, of its own type, in
+// the caller's context, even though the Worker sends concurrent callers'
+// commands together.
+func ExampleWorker_AddHook() {
+	ctx := context.Background()
+	cfg, err := conn.LoadConfig(conn.RoleWorker)
+	if err != nil {
+		log.Fatal(err)
+	}
+	w, err := conn.NewWorker(ctx, cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer w.Close()
+	w.Del(ctx, "example:hooked")
+	w.AddHook(commandLog{})
+
+	w.Incr(ctx, "example:hooked")
+	w.Incr(ctx, "example:hooked")
+	w.Del(ctx, "example:hooked")
+	// Output:
+	// incr 1
+	// incr 2
+}
+
+// A retry of an idempotent batch sends exactly the values that were not
+// acknowledged, under the same id and their position in the batch: chunks
+// that Redis applied although their reply was lost are skipped, so the list
+// holds every value once.
+func ExampleWithIdempotentBatch() {
+	ctx := context.Background()
+	cfg, err := conn.LoadConfig(conn.RoleWorker)
+	if err != nil {
+		log.Fatal(err)
+	}
+	w, err := conn.NewWorker(ctx, cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer w.Close()
+	w.Del(ctx, "example:run-7")
+
+	values := []any{"a", "b", "c"}
+	n, err := w.BatchRPush(conn.WithIdempotentBatch(ctx, "run-7", 0), "example:run-7", values...)
+	if err != nil {
+		// Retry values[n:] as the batch's items from position n on.
+		n2, err := w.BatchRPush(conn.WithIdempotentBatch(ctx, "run-7", n), "example:run-7", values[n:]...)
+		n += n2
+		if err != nil {
+			log.Fatal(err)
+		}
+	}
+	fmt.Println(n, w.LRange(ctx, "example:run-7", 0, -1).Val())
+	w.Del(ctx, "example:run-7")
+	// Output: 3 [a b c]
+}
