@@ -73,9 +73,13 @@ type Config struct {
 //     failure (Uncertain). A command that certainly was not run goes again,
 //     at most MaxRetries times with go-redis's backoff, where go-redis would
 //     send a single command again: the server refused it (LOADING,
-//     READONLY, ...), or no connection could be had or set up.
+//     READONLY, ...), or no connection could be had or set up. It goes in a
+//     round trip of its own, which its caller may leave, as above, until
+//     that round trip holds a permit. A caller's several commands go again
+//     only from the first that was not run, and only if none after it ran.
 //   - After Close, Do fails at once with Config.Closed; so does every caller
-//     whose command was not sent yet. Round trips in flight end when their
+//     whose command was not written yet, a round trip still waiting for a
+//     connection included. Round trips on the wire end when their
 //     connection does: close the client after the coalescer, then Wait.
 //
 // Do reports the command's Outcome next to its error, for callers (batch
