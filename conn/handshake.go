@@ -45,10 +45,17 @@ type handshakeHook struct{}
 func (handshakeHook) DialHook(next redis.DialHook) redis.DialHook {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := next(ctx, network, addr)
-		if tc, ok := c.(*net.TCPConn); ok {
+		switch tc := c.(type) {
+		case *net.TCPConn:
 			return &farewellConn{TCPConn: tc}, err
+		case nil:
+			return c, err
+		default:
+			// TLS: go-redis checks the health of a TLS connection by its
+			// outer connection only, which has no file descriptor, so this
+			// wrapper needs none either.
+			return &farewellStream{Conn: tc}, err
 		}
-		return c, err
 	}
 }
 
@@ -92,50 +99,71 @@ func (handshakeHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 // gets is the retry's broken pipe.) Reads and writes go straight through.
 type farewellConn struct {
 	*net.TCPConn
+	farewell
+}
+
+// NetConn returns the TCP connection, for go-redis's connection health check.
+func (c *farewellConn) NetConn() net.Conn { return c.TCPConn }
+
+func (c *farewellConn) Read(b []byte) (int, error) { return c.read(c.TCPConn, b) }
+
+func (c *farewellConn) Write(b []byte) (int, error) { return c.write(c.TCPConn, b) }
+
+// farewellStream is farewellConn for a connection that is not a bare TCP
+// one (TLS).
+type farewellStream struct {
+	net.Conn
+	farewell
+}
+
+func (c *farewellStream) Read(b []byte) (int, error) { return c.read(c.Conn, b) }
+
+func (c *farewellStream) Write(b []byte) (int, error) { return c.write(c.Conn, b) }
+
+// farewell is what a connection to Redis remembers of the server's last
+// words (see farewellConn).
+type farewell struct {
 	// state: 0 nothing read yet, 1 read, 2 refused with maxclients, 3 the
 	// server answered with a protocol error, after which it closes the
 	// connection.
 	state atomic.Int32
 }
 
-// NetConn returns the TCP connection, for go-redis's connection health check.
-func (c *farewellConn) NetConn() net.Conn { return c.TCPConn }
-
-func (c *farewellConn) Read(b []byte) (int, error) {
-	n, err := c.TCPConn.Read(b)
+func (f *farewell) read(conn net.Conn, b []byte) (int, error) {
+	n, err := conn.Read(b)
 	if n == 0 {
 		return n, err
 	}
-	switch state := c.state.Load(); {
+	switch state := f.state.Load(); {
 	case state == 0 && strings.HasPrefix(string(b[:n]), maxClientsReply):
-		c.state.Store(2)
+		f.state.Store(2)
 	case state == 0:
-		c.state.Store(1)
+		f.state.Store(1)
 	}
 	if b[0] == '-' && strings.HasPrefix(string(b[:min(n, len(protocolErrorReply))]), protocolErrorReply) {
 		// A command too large for the server (proto-max-bulk-len), alone in
 		// its round trip: the server closes the connection after this reply.
-		c.state.Store(3)
+		f.state.Store(3)
 	}
 	return n, err
 }
 
-func (c *farewellConn) Write(b []byte) (int, error) {
-	if c.state.Load() == 3 {
+func (f *farewell) write(conn net.Conn, b []byte) (int, error) {
+	if f.state.Load() == 3 {
 		// Nothing is written to a connection the server is closing: the
 		// commands may go again on another.
-		return 0, &net.OpError{Op: "write", Net: "tcp", Addr: c.RemoteAddr(), Err: rediserr.ErrClosedByServer}
+		return 0, &net.OpError{Op: "write", Net: "tcp", Addr: conn.RemoteAddr(), Err: rediserr.ErrClosedByServer}
 	}
-	n, err := c.TCPConn.Write(b)
+	n, err := conn.Write(b)
 	if err == nil || !(errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)) {
 		return n, err
 	}
-	refused := c.state.Load() == 2
-	if c.state.Load() == 0 {
+	refused := f.state.Load() == 2
+	if f.state.Load() == 0 {
 		// Nothing read yet: what is left to read is the server's last word.
-		_ = c.TCPConn.SetReadDeadline(time.Now().Add(5 * time.Millisecond))
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Millisecond))
 		buf := make([]byte, len(maxClientsReply))
-		k, _ := io.ReadFull(c.TCPConn, buf)
+		k, _ := io.ReadFull(conn, buf)
 		refused = string(buf[:k]) == maxClientsReply
 	}
 	if !refused {

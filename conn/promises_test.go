@@ -122,23 +122,34 @@ func stallUnderDeadlines(t *testing.T, w *conn.Worker, servers []*redistest.Serv
 // sent again: the server answers every command before a too-large SET and
 // then closes the connection (proto-max-bulk-len); 400 callers each INCR
 // their own counter (keys spread over the slots), one call at a time, while
-// another sends such a SET every 20 ms. On a standalone server and on a
-// 3-master cluster, no counter may end above its caller's number of calls,
+// another sends such a SET every 20 ms. On a standalone server, with TLS and
+// an ACL user, and on a 3-master cluster, no counter may end above its
+// caller's number of calls,
 // and none below its acknowledged calls. A plain go-redis client on the same
 // workload is the baseline; the log gives, for both, the increments applied
 // whose callers were told they failed.
 func TestAnsweredCommandsAreNeverSentAgainAfterACutConnection(t *testing.T) {
 	args := []string{"--proto-max-bulk-len", "1mb"}
-	for _, topo := range []string{"standalone", "cluster"} {
+	for _, topo := range []string{"standalone", "tls+acl", "cluster"} {
 		t.Run(topo, func(t *testing.T) {
 			var worker, plain redis.UniversalClient
 			var check redis.UniversalClient
-			if topo == "standalone" {
+			switch topo {
+			case "standalone":
 				srv := redistest.Start(t, redistest.Options{Args: args})
 				worker = newWorker(t, config(conn.RoleWorker, srv))
 				plain = redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 200})
 				check = srv.Client(t)
-			} else {
+			case "tls+acl":
+				const user, password = "agent", "cut-s3cret"
+				srv := redistest.Start(t, redistest.Options{TLS: true, Username: user, UserPassword: password, Args: args})
+				cfg := config(conn.RoleWorker, srv)
+				cfg.TLS, cfg.TLSCAFile, cfg.Username, cfg.Password = true, srv.Certs.CACert, user, password
+				worker = newWorker(t, cfg)
+				plain = redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 200, Username: user, Password: password,
+					TLSConfig: srv.Certs.ClientTLSConfig()})
+				check = srv.Client(t)
+			default:
 				cl := redistest.StartCluster(t, redistest.ClusterOptions{Masters: 3, Args: args})
 				cfg := conn.DefaultConfig(conn.RoleWorker)
 				cfg.ClusterAddrs = cl.Addrs()
