@@ -44,10 +44,10 @@ type options struct {
 // Coalescing parameters, chosen by measurement (make bench, BenchmarkCoalescing).
 const (
 	// coalesceFlushers is how many round trips of coalesced commands may be
-	// in flight at once. At 100 callers 1/2/4/8 flushers gave 279k/278k/249k/
-	// 160k RPUSH/s, at 5000 callers 412k/460k/498k/494k (2 cores): two are as
-	// fast as one at 100 callers and close to the best at 5000, without
-	// putting every coalesced command behind one slow round trip.
+	// in flight at once; the second starts only when a backlog builds (see
+	// internal/coalesce). At 5000 callers 1/2/4/8 flushers gave 412k/460k/
+	// 498k/494k RPUSH/s (2 cores): two are close to the best, without putting
+	// every coalesced command behind one slow round trip.
 	coalesceFlushers = 2
 	// coalesceMaxBatch bounds one round trip. Against AutoPipeline at 5000
 	// callers, 512/768/1024 gave p99 0.96-0.98x/0.88-0.97x/1.02-1.07x:

