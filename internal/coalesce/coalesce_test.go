@@ -133,6 +133,9 @@ func TestCountersAddUpUnderCloseAndCancellation(t *testing.T) {
 		wg.Wait()
 		c.Wait()
 		n := c.Counts()
+		if c.queuedArgs != 0 {
+			t.Fatalf("round %d: %d arguments still counted as queued", round, c.queuedArgs)
+		}
 		if n.Queued != 0 || n.Unsent != 0 || n.Sent != 0 {
 			t.Fatalf("round %d: after every caller returned: queued %d, unsent %d, sent %d", round, n.Queued, n.Unsent, n.Sent)
 		}
