@@ -39,6 +39,14 @@ type Options struct {
 	AppendFsyncAlways bool
 	// Args are extra redis-server arguments, e.g. "--maxclients", "50".
 	Args []string
+	// Certs, with TLS, are used instead of a freshly generated CA and server
+	// certificate, so that several servers (see StartSentinel) trust each other.
+	Certs *Certs
+	// Config is written to redis.conf in the server's folder, which is given to
+	// redis-server as its config file (the Args come after it). The file is
+	// written on the first start only, so what the server rewrites in it (a
+	// sentinel's state, CONFIG REWRITE) survives Restart.
+	Config string
 }
 
 // Server is one running redis-server process.
@@ -86,8 +94,8 @@ func StartProcess(opts Options, dir string) (*Server, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	s := &Server{opts: opts, dir: dir}
-	if opts.TLS {
+	s := &Server{opts: opts, dir: dir, Certs: opts.Certs}
+	if opts.TLS && s.Certs == nil {
 		certs, err := GenerateCerts(s.dir)
 		if err != nil {
 			return nil, fmt.Errorf("generating certificates: %w", err)
@@ -155,16 +163,25 @@ func (s *Server) logPath() string { return filepath.Join(s.dir, "redis.log") }
 
 func (s *Server) start() error {
 	args := s.args()
-	if s.opts.Username != "" {
-		// ACL rules cannot be given on the command line; an ACL file can.
-		acl := filepath.Join(s.dir, "users.acl")
-		content := fmt.Sprintf("user default off\nuser %s on >%s ~* &* +@all\n", s.opts.Username, s.opts.UserPassword)
-		if err := os.WriteFile(acl, []byte(content), 0o600); err != nil {
-			return err
-		}
+	if s.opts.Username != "" || s.opts.Config != "" {
 		conf := filepath.Join(s.dir, "redis.conf")
-		if err := os.WriteFile(conf, []byte("aclfile "+acl+"\n"), 0o600); err != nil {
-			return err
+		content := s.opts.Config
+		if content != "" && !strings.HasSuffix(content, "\n") {
+			content += "\n"
+		}
+		if s.opts.Username != "" {
+			// ACL rules cannot be given on the command line; an ACL file can.
+			acl := filepath.Join(s.dir, "users.acl")
+			users := fmt.Sprintf("user default off\nuser %s on >%s ~* &* +@all\n", s.opts.Username, s.opts.UserPassword)
+			if err := os.WriteFile(acl, []byte(users), 0o600); err != nil {
+				return err
+			}
+			content += "aclfile " + acl + "\n"
+		}
+		if _, err := os.Stat(conf); s.opts.Config == "" || errors.Is(err, os.ErrNotExist) {
+			if err := os.WriteFile(conf, []byte(content), 0o600); err != nil {
+				return err
+			}
 		}
 		args = append([]string{conf}, args...)
 	}
