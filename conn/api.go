@@ -35,6 +35,11 @@ func (a *API) Config() Config { return a.m.cfg }
 // together with them.
 func (a *API) ConnectionInfo(ctx context.Context) (ConnectionInfo, error) { return a.m.info(ctx) }
 
+// Clients counts the server's connections by role and by process, from
+// their client names, against maxclients (see ClientsInfo, and its cost: on
+// demand only).
+func (a *API) Clients(ctx context.Context) (ClientsInfo, error) { return a.m.clientsInfo(ctx) }
+
 // Close closes the pool. It is idempotent: later calls return nil. Afterwards
 // every operation fails with ErrClosed.
 func (a *API) Close() error { return a.m.close() }

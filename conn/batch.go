@@ -50,8 +50,10 @@ func (e *BatchError) Error() string {
 func (e *BatchError) Unwrap() error { return e.Err }
 
 // noRetry keeps go-redis from sending a command again after a failure: a
-// chunk of BatchPublish sent to a cluster node directly (see BatchPublish)
-// must not be published twice. The coalescer's round trips have their own.
+// chunk sent by pipelineOn (BatchPublish to a cluster node, a durable
+// BatchRPush chunk) that may have been written must not be applied twice.
+// The coalescer's round trips have their own. It wraps the command only
+// inside pipelineOn, after the user's hooks have seen the command itself.
 type noRetry struct{ redis.Cmder }
 
 func (noRetry) NoRetry() bool { return true }
@@ -84,12 +86,58 @@ func (w *Worker) BatchRPush(ctx context.Context, key string, values ...any) (int
 		args := make([]any, 0, 2+len(chunk))
 		args = append(args, "rpush", key)
 		args = append(args, chunk...)
-		outcome, err := w.m.send(ctx, redis.NewIntCmd(ctx, args...))
+		outcome, err := w.push(ctx, key, redis.NewIntCmd(ctx, args...))
 		if err != nil {
 			return 0, outcome == coalesce.Uncertain, err
 		}
 		return len(chunk), false, nil
 	})
+}
+
+// ErrNotReplicated is the cause of a BatchRPush that stopped at a chunk the
+// master applied but WAIT did not confirm on Config.AckReplicas replicas
+// within Config.AckTimeout: the chunk is reported uncertain, never
+// acknowledged (a failover now could lose it, or it may already be on
+// them).
+var ErrNotReplicated = errors.New("redisconn: write not confirmed on enough replicas")
+
+// push sends the write of one BatchRPush chunk (RPUSH, or the idempotent
+// script), which goes to key's node, and says what became of it. With
+// Config.AckReplicas it is durable: the write and a WAIT go on one
+// connection in one round trip of their own, outside the coalescer, whose
+// round trips must not wait for replicas; the write counts as answered only
+// when WAIT confirms the replicas.
+func (w *Worker) push(ctx context.Context, key string, write redis.Cmder) (coalesce.Outcome, error) {
+	need := w.m.cfg.AckReplicas
+	if need == 0 {
+		return w.m.send(ctx, write)
+	}
+	timeout := w.m.cfg.AckTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		// WAIT answers by the caller's deadline; 0 would mean forever.
+		timeout = max(min(timeout, time.Until(dl)), time.Millisecond)
+	}
+	wait := redis.NewIntCmd(ctx, "wait", need, timeout.Milliseconds())
+	outcomes := make([]coalesce.Outcome, 2)
+	err := w.m.pipelineOn(ctx, func(ctx context.Context) (*redis.Client, error) {
+		if cc, ok := w.m.client.(*redis.ClusterClient); ok {
+			return cc.MasterForKey(ctx, key)
+		}
+		return w.m.direct, nil
+	}, []redis.Cmder{write, wait}, outcomes)
+	switch {
+	case outcomes[0] != coalesce.Answered || write.Err() != nil:
+		// The write failed, or may have: as without WAIT.
+		if werr := write.Err(); werr != nil {
+			err = werr
+		}
+		return outcomes[0], err
+	case wait.Err() != nil:
+		return coalesce.Uncertain, wait.Err()
+	case wait.Val() < int64(need):
+		return coalesce.Uncertain, fmt.Errorf("%w: WAIT confirmed %d of %d replicas within %s", ErrNotReplicated, wait.Val(), need, timeout)
+	}
+	return coalesce.Answered, nil
 }
 
 // send sends cmd as a chunk of a batch: through the user's hooks, then the
@@ -229,11 +277,11 @@ func (w *Worker) runScript(ctx context.Context, src, sha string, keys []string, 
 		return redis.NewCmd(ctx, append(a, args...)...)
 	}
 	cmd := build("evalsha", sha)
-	outcome, err := w.m.send(ctx, cmd)
+	outcome, err := w.push(ctx, keys[0], cmd)
 	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 		// Not run: the script was not cached. Send it whole.
 		cmd = build("eval", src)
-		outcome, err = w.m.send(ctx, cmd)
+		outcome, err = w.push(ctx, keys[0], cmd)
 	}
 	return cmd, outcome, err
 }
@@ -284,19 +332,34 @@ func (w *Worker) BatchPublish(ctx context.Context, channel string, messages ...a
 }
 
 // publishOnNode sends a chunk of PUBLISH commands to the node that owns
-// channel's hash slot, through the user's hooks. A keyless PUBLISH would go
-// to any node, chunk by chunk, and the cluster bus does not order messages
-// of different nodes. The node's client has no limiter hook: the chunk
-// takes its permit here.
+// channel's hash slot. A keyless PUBLISH would go to any node, chunk by
+// chunk, and the cluster bus does not order messages of different nodes.
 func (w *Worker) publishOnNode(ctx context.Context, cc *redis.ClusterClient, channel string, cmds []redis.Cmder, outcomes []coalesce.Outcome) error {
-	return w.m.users.ProcessPipelineHook(func(ctx context.Context, cmds []redis.Cmder) error {
-		node, err := cc.MasterForKey(ctx, channel)
+	return w.m.pipelineOn(ctx, func(ctx context.Context) (*redis.Client, error) {
+		return cc.MasterForKey(ctx, channel)
+	}, cmds, outcomes)
+}
+
+// pipelineOn sends cmds as one pipeline on one connection of the client
+// node returns (a cluster node's, or the Worker's direct client), through
+// the user's hooks, under one limiter permit, and says what became of each
+// command. It is for what the coalescer must not carry: a chunk that must
+// reach one node, and a chunk that holds its connection (WAIT). A
+// pipeline that may have been written is never sent again; one that
+// certainly was not goes again where go-redis would send it again (no
+// connection), at most defaultMaxRetries times, after go-redis's backoff.
+func (m *manager) pipelineOn(ctx context.Context, node func(context.Context) (*redis.Client, error), cmds []redis.Cmder, outcomes []coalesce.Outcome) error {
+	return m.users.ProcessPipelineHook(func(ctx context.Context, cmds []redis.Cmder) error {
+		c, err := node(ctx)
 		if err != nil {
 			setErr(cmds, err)
+			for i := range cmds {
+				outcomes[i] = coalesce.Unsent
+			}
 			return err
 		}
 		for attempt := 0; ; attempt++ {
-			err := w.publishOnce(ctx, node, cmds, outcomes)
+			err := m.pipelineOnce(ctx, c, cmds, outcomes)
 			if err == nil || outcomes[0] != coalesce.Unsent || attempt == defaultMaxRetries ||
 				!rediserr.NotConnected(err) || !coalesce.Backoff(ctx, attempt) {
 				return err
@@ -308,23 +371,24 @@ func (w *Worker) publishOnNode(ctx context.Context, cc *redis.ClusterClient, cha
 	})(ctx, cmds)
 }
 
-// publishOnce sends cmds to node as one pipeline under one permit and says
-// what became of each.
-func (w *Worker) publishOnce(ctx context.Context, node *redis.Client, cmds []redis.Cmder, outcomes []coalesce.Outcome) error {
-	waited, err := w.m.limiter.Acquire(ctx)
+// pipelineOnce sends cmds to c as one pipeline under one permit and says
+// what became of each. c's chain has neither the user's hooks nor the
+// limiter's: pipelineOn runs the first, and the permit is taken here.
+func (m *manager) pipelineOnce(ctx context.Context, c *redis.Client, cmds []redis.Cmder, outcomes []coalesce.Outcome) error {
+	waited, err := m.limiter.Acquire(ctx)
 	if err != nil {
 		setErr(cmds, err)
-		for i := range outcomes {
+		for i := range outcomes[:len(cmds)] {
 			outcomes[i] = coalesce.Unsent
 		}
 		return err
 	}
-	pipe := node.Pipeline()
+	pipe := c.Pipeline()
 	for _, cmd := range cmds {
 		_ = pipe.Process(ctx, noRetry{cmd})
 	}
-	_, err = pipe.Exec(w.m.limiter.withPermit(ctx, waited))
-	w.m.limiter.Release()
+	_, err = pipe.Exec(m.limiter.withPermit(ctx, waited))
+	m.limiter.Release()
 	// go-redis sets a failure on every command without a reply; only a
 	// failure before anything was written leaves the chunk unsent.
 	written := err != nil && !rediserr.NotWritten(err) && !rediserr.Server(err)

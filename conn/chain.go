@@ -53,7 +53,17 @@ import (
 //
 // The Worker's held client (Watch, Conn, INFO; see held.go): the user's
 // hooks, closed, pool timeout, then per server spans, metrics and handshake.
+//
+// The Worker's direct client (durable batch chunks, see pipelineOn), which
+// shares the pool of the client callers use: closed, pool timeout, then per
+// server. pipelineOn runs the user's hooks and takes the permit before it.
 func (m *manager) addHooks() {
+	if m.direct != nil {
+		c := m.direct
+		c.AddHook(closedHook{closed: &m.closed})
+		c.AddHook(poolTimeoutHook{m: m})
+		m.addServerHooks(c, instrument.Operations{LimiterWait: permitWait})
+	}
 	if m.held != nil {
 		c := m.held
 		if m.users != nil {
@@ -91,6 +101,9 @@ func (m *manager) addHooks() {
 // handshake.
 func (m *manager) addServerHooks(c redis.UniversalClient, ops instrument.Operations) {
 	perNode := func(node *redis.Client) {
+		if m.master != nil {
+			node.AddHook(masterHook{ms: m.master})
+		}
 		if m.tel != nil {
 			spans, metrics := m.tel.Hooks(node.Options().Addr, ops)
 			node.AddHook(spans)

@@ -35,6 +35,7 @@ const (
 	DefaultBatchSize              = 50
 	DefaultSocketTimeout          = 5 * time.Second
 	DefaultConnectTimeout         = 5 * time.Second
+	DefaultAckTimeout             = time.Second
 )
 
 // Limits on what the configuration accepts.
@@ -42,6 +43,8 @@ const (
 	maxPoolSize  = 100000
 	maxBatchSize = 100000
 	maxDB        = 1 << 20
+	// maxAckReplicas: a Redis master serves far fewer replicas than this.
+	maxAckReplicas = 100
 )
 
 // Config is everything a manager needs. LoadConfig fills it from the environment;
@@ -81,6 +84,24 @@ type Config struct {
 	// (REDIS_CLUSTER_ADDRS).
 	ClusterAddrs []string
 
+	// SentinelAddrs are host:port addresses of Redis Sentinels; set means
+	// Sentinel mode: the manager asks them for the master of SentinelMaster
+	// and follows it across failovers (REDIS_SENTINEL_ADDRS). Host and Port
+	// are then not used; URL, Username, Password, DB and TLS apply to the
+	// master. SentinelUsername and SentinelPassword authenticate to the
+	// sentinels themselves (REDIS_SENTINEL_MASTER, REDIS_SENTINEL_USERNAME,
+	// REDIS_SENTINEL_PASSWORD). TLS applies to the sentinels too.
+	SentinelAddrs    []string
+	SentinelMaster   string
+	SentinelUsername string
+	SentinelPassword Secret
+
+	// ClientName names every connection of the manager on the server
+	// (CLIENT LIST), sent inside HELLO at no extra round trip. Empty means
+	// redisconn:<role>:<host>:<pid> (DefaultClientName); REDIS_CLIENT_NAME
+	// sets it.
+	ClientName string
+
 	// PoolSize is the connection pool size: per node in cluster mode
 	// (REDIS_MAX_CONNECTIONS for the API, REDIS_WORKER_MAX_CONNECTIONS for the worker).
 	PoolSize int
@@ -89,6 +110,15 @@ type Config struct {
 	MaxConcurrentOps int
 	// BatchSize is how many items one batch round trip carries (REDIS_WORKER_BATCH_SIZE).
 	BatchSize int
+	// AckReplicas, when above 0, makes a BatchRPush chunk count as
+	// acknowledged only once WAIT confirms it on that many replicas within
+	// AckTimeout; a chunk the master applied that they did not confirm in
+	// time is reported uncertain (ErrNotReplicated). 0, the default, is
+	// the master's reply alone (REDIS_WORKER_ACK_REPLICAS,
+	// REDIS_WORKER_ACK_TIMEOUT). See Worker.BatchRPush for what WAIT does
+	// not promise.
+	AckReplicas int
+	AckTimeout  time.Duration
 
 	// PoolTimeout is how long a caller waits for a pooled connection; 0 keeps
 	// go-redis's default (SocketTimeout + 1s) (REDIS_POOL_TIMEOUT).
@@ -104,11 +134,13 @@ type Config struct {
 func DefaultConfig(role Role) Config {
 	c := Config{
 		Role:           role,
+		ClientName:     DefaultClientName(role),
 		Host:           DefaultHost,
 		Port:           DefaultPort,
 		BatchSize:      DefaultBatchSize,
 		SocketTimeout:  DefaultSocketTimeout,
 		ConnectTimeout: DefaultConnectTimeout,
+		AckTimeout:     DefaultAckTimeout,
 	}
 	switch role {
 	case RoleWorker:
@@ -167,13 +199,43 @@ func (c Config) withDefaults() Config {
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = d.ConnectTimeout
 	}
+	if c.ClientName == "" {
+		c.ClientName = DefaultClientName(c.Role)
+	}
+	if c.AckTimeout == 0 {
+		c.AckTimeout = d.AckTimeout
+	}
 	return c
+}
+
+// DefaultClientName is the name a manager of role gives its connections:
+// redisconn:<role>:<host>:<pid>, the host being os.Hostname (spaces and
+// other characters a client name cannot hold become "-"). ClientsInfo and
+// the CLIENT LIST of the server tell roles and processes apart by it.
+func DefaultClientName(role Role) string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "unknown"
+	}
+	return "redisconn:" + string(role) + ":" + clientNameSafe(host) + ":" + strconv.Itoa(os.Getpid())
+}
+
+// clientNameSafe replaces what CLIENT SETNAME refuses (spaces, newlines,
+// anything outside printable ASCII) with "-".
+func clientNameSafe(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r <= ' ' || r > '~' {
+			return '-'
+		}
+		return r
+	}, s)
 }
 
 // names maps a setting to the name an error should use: the environment
 // variable for LoadConfig, the Config field for Validate.
 type names struct {
 	role, url, port, db, pool, limiter, batch, cluster, poolTimeout, socketTimeout, connectTimeout, caFile string
+	sentinel, sentinelMaster, clientName, ackReplicas, ackTimeout                                          string
 }
 
 var fieldNames = names{
@@ -181,7 +243,8 @@ var fieldNames = names{
 	pool: "Config.PoolSize", limiter: "Config.MaxConcurrentOps", batch: "Config.BatchSize",
 	cluster: "Config.ClusterAddrs", poolTimeout: "Config.PoolTimeout",
 	socketTimeout: "Config.SocketTimeout", connectTimeout: "Config.ConnectTimeout",
-	caFile: "Config.TLSCAFile",
+	caFile: "Config.TLSCAFile", sentinel: "Config.SentinelAddrs", sentinelMaster: "Config.SentinelMaster",
+	clientName: "Config.ClientName", ackReplicas: "Config.AckReplicas", ackTimeout: "Config.AckTimeout",
 }
 
 func (c Config) validate(n names) error {
@@ -223,12 +286,40 @@ func (c Config) validate(n names) error {
 		if c.BatchSize < 1 || c.BatchSize > maxBatchSize {
 			bad(n.batch, strconv.Itoa(c.BatchSize), fmt.Sprintf("a batch size from 1 to %d", maxBatchSize))
 		}
+		if c.AckReplicas < 0 || c.AckReplicas > maxAckReplicas {
+			bad(n.ackReplicas, strconv.Itoa(c.AckReplicas), fmt.Sprintf("a number of replicas from 0 (off) to %d", maxAckReplicas))
+		}
+		if c.AckReplicas > 0 && (c.AckTimeout < time.Millisecond || c.AckTimeout >= c.SocketTimeout) {
+			bad(n.ackTimeout, c.AckTimeout.String(), fmt.Sprintf(
+				"a duration from 1ms to below %s=%s: WAIT's reply must come before the socket timeout", n.socketTimeout, c.SocketTimeout))
+		}
 	}
 	for _, a := range c.ClusterAddrs {
 		if err := checkHostPort(a); err != nil {
 			bad(n.cluster, strings.Join(c.ClusterAddrs, ","), "comma-separated host:port seeds: "+err.Error())
 			break
 		}
+	}
+	for _, a := range c.SentinelAddrs {
+		if err := checkHostPort(a); err != nil {
+			bad(n.sentinel, strings.Join(c.SentinelAddrs, ","), "comma-separated host:port addresses of sentinels: "+err.Error())
+			break
+		}
+	}
+	switch {
+	case len(c.SentinelAddrs) > 0 && len(c.ClusterAddrs) > 0:
+		bad(n.sentinel, strings.Join(c.SentinelAddrs, ","), fmt.Sprintf(
+			"unset when %s is set: a manager talks to Redis Cluster or to a Sentinel-managed master, not both", n.cluster))
+	case len(c.SentinelAddrs) > 0 && c.SentinelMaster == "":
+		bad(n.sentinelMaster, "", fmt.Sprintf("the name of the master the sentinels monitor (required with %s)", n.sentinel))
+	case len(c.SentinelAddrs) == 0 && c.SentinelMaster != "":
+		bad(n.sentinel, "", fmt.Sprintf("the sentinels' host:port addresses (required with %s)", n.sentinelMaster))
+	}
+	if c.SentinelMaster != "" && clientNameSafe(c.SentinelMaster) != c.SentinelMaster {
+		bad(n.sentinelMaster, c.SentinelMaster, "a master name without spaces or control characters, as in sentinel.conf")
+	}
+	if c.ClientName != clientNameSafe(c.ClientName) {
+		bad(n.clientName, c.ClientName, "a client name of printable ASCII without spaces (CLIENT SETNAME refuses others)")
 	}
 	if c.PoolTimeout < 0 {
 		bad(n.poolTimeout, c.PoolTimeout.String(), "a duration of 0 (go-redis default) or more")

@@ -48,10 +48,27 @@ func loadConfig(role Role, lookup func(string) (string, bool)) (Config, error) {
 	if v, ok := p.get("REDIS_CLUSTER_ADDRS"); ok {
 		c.ClusterAddrs = splitAddrs(v)
 	}
+	if v, ok := p.get("REDIS_SENTINEL_ADDRS"); ok {
+		c.SentinelAddrs = splitAddrs(v)
+	}
+	if v, ok := p.get("REDIS_SENTINEL_MASTER"); ok {
+		c.SentinelMaster = v
+	}
+	if v, ok := p.get("REDIS_SENTINEL_USERNAME"); ok {
+		c.SentinelUsername = v
+	}
+	if v, ok := lookup("REDIS_SENTINEL_PASSWORD"); ok {
+		c.SentinelPassword = Secret(v)
+	}
+	if v, ok := p.get("REDIS_CLIENT_NAME"); ok {
+		c.ClientName = v
+	}
 	if role == RoleWorker {
 		p.integer("REDIS_WORKER_MAX_CONNECTIONS", &c.PoolSize, 1, maxPoolSize)
 		p.integer("REDIS_WORKER_MAX_CONCURRENT_OPS", &c.MaxConcurrentOps, 1, maxPoolSize)
 		p.integer("REDIS_WORKER_BATCH_SIZE", &c.BatchSize, 1, maxBatchSize)
+		p.integer("REDIS_WORKER_ACK_REPLICAS", &c.AckReplicas, 0, maxAckReplicas)
+		p.duration("REDIS_WORKER_ACK_TIMEOUT", &c.AckTimeout)
 	} else {
 		p.integer("REDIS_MAX_CONNECTIONS", &c.PoolSize, 1, maxPoolSize)
 	}
@@ -74,6 +91,8 @@ var envNames = names{
 	batch: "REDIS_WORKER_BATCH_SIZE", cluster: "REDIS_CLUSTER_ADDRS",
 	poolTimeout: "REDIS_POOL_TIMEOUT", socketTimeout: "REDIS_SOCKET_TIMEOUT",
 	connectTimeout: "REDIS_CONNECT_TIMEOUT", caFile: "REDIS_SSL_CA_FILE",
+	sentinel: "REDIS_SENTINEL_ADDRS", sentinelMaster: "REDIS_SENTINEL_MASTER", clientName: "REDIS_CLIENT_NAME",
+	ackReplicas: "REDIS_WORKER_ACK_REPLICAS", ackTimeout: "REDIS_WORKER_ACK_TIMEOUT",
 }
 
 func splitAddrs(v string) []string {

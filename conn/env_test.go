@@ -28,7 +28,8 @@ func TestLoadConfigDefaults(t *testing.T) {
 			if c.Role != tc.role || c.Host != "localhost" || c.Port != 6379 || c.DB != 0 || c.TLS ||
 				c.PoolSize != tc.pool || c.MaxConcurrentOps != tc.limiter || c.BatchSize != tc.batchSize ||
 				c.PoolTimeout != 0 || c.SocketTimeout != 5*time.Second || c.ConnectTimeout != 5*time.Second ||
-				c.URL != "" || c.ClusterAddrs != nil || c.Username != "" || c.Password != "" {
+				c.URL != "" || c.ClusterAddrs != nil || c.Username != "" || c.Password != "" ||
+				c.ClientName != DefaultClientName(tc.role) || !strings.HasPrefix(c.ClientName, "redisconn:"+string(tc.role)+":") {
 				t.Errorf("defaults: got %s", c)
 			}
 		})
@@ -53,11 +54,12 @@ func TestLoadConfigReadsEveryVariable(t *testing.T) {
 		"REDIS_POOL_TIMEOUT":              "2",
 		"REDIS_SOCKET_TIMEOUT":            "1.5s",
 		"REDIS_CONNECT_TIMEOUT":           "250ms",
+		"REDIS_CLIENT_NAME":               "billing-worker-7",
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Config{
+	want := Config{ClientName: "billing-worker-7",
 		Role: RoleWorker, URL: "redis://u:p@h:1/2", Host: "redis.internal", Port: 6380,
 		Username: "alice", Password: "s3cret", DB: 3, TLS: true, TLSServerName: "redis.example",
 		TLSInsecureSkipVerify: true, PoolSize: 300, MaxConcurrentOps: 150, BatchSize: 25,
@@ -205,4 +207,84 @@ func FuzzLoadConfig(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestLoadConfigSentinel(t *testing.T) {
+	c, err := loadConfig(RoleAPI, env(map[string]string{
+		"REDIS_SENTINEL_ADDRS":    "10.0.0.1:26379, 10.0.0.2:26379,10.0.0.3:26379",
+		"REDIS_SENTINEL_MASTER":   "mymaster",
+		"REDIS_SENTINEL_USERNAME": "sentinel-user",
+		"REDIS_SENTINEL_PASSWORD": "sentinel-s3cret",
+		"REDIS_PASSWORD":          "master-s3cret",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(c.SentinelAddrs, ",") != "10.0.0.1:26379,10.0.0.2:26379,10.0.0.3:26379" || c.SentinelMaster != "mymaster" ||
+		c.SentinelUsername != "sentinel-user" || string(c.SentinelPassword) != "sentinel-s3cret" || string(c.Password) != "master-s3cret" {
+		t.Errorf("got %s", c)
+	}
+	for _, printed := range []string{c.String(), fmt.Sprintf("%+v", c), fmt.Sprintf("%#v", c)} {
+		if strings.Contains(printed, "s3cret") {
+			t.Errorf("a password is printed: %s", printed)
+		}
+		if !strings.Contains(printed, "SentinelMaster:mymaster") {
+			t.Errorf("the sentinel settings are not printed: %s", printed)
+		}
+	}
+}
+
+func TestLoadConfigSentinelMistakes(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		want []string // the variable and words of what is accepted
+	}{
+		{"with cluster", map[string]string{"REDIS_SENTINEL_ADDRS": "a:1", "REDIS_SENTINEL_MASTER": "m", "REDIS_CLUSTER_ADDRS": "b:2"},
+			[]string{"REDIS_SENTINEL_ADDRS", "REDIS_CLUSTER_ADDRS", "not both"}},
+		{"no master", map[string]string{"REDIS_SENTINEL_ADDRS": "a:1"},
+			[]string{"REDIS_SENTINEL_MASTER", "required with REDIS_SENTINEL_ADDRS"}},
+		{"no sentinels", map[string]string{"REDIS_SENTINEL_MASTER": "m"},
+			[]string{"REDIS_SENTINEL_ADDRS", "required with REDIS_SENTINEL_MASTER"}},
+		{"bad address", map[string]string{"REDIS_SENTINEL_ADDRS": "a:1,b", "REDIS_SENTINEL_MASTER": "m"},
+			[]string{"REDIS_SENTINEL_ADDRS", `"b" is not host:port`}},
+		{"bad client name", map[string]string{"REDIS_CLIENT_NAME": "my worker"},
+			[]string{"REDIS_CLIENT_NAME", "without spaces"}},
+		{"ack replicas", map[string]string{"REDIS_WORKER_ACK_REPLICAS": "-1"},
+			[]string{"REDIS_WORKER_ACK_REPLICAS", "from 0 to 100"}},
+		{"ack timeout past the socket timeout", map[string]string{"REDIS_WORKER_ACK_REPLICAS": "1", "REDIS_WORKER_ACK_TIMEOUT": "6s"},
+			[]string{"REDIS_WORKER_ACK_TIMEOUT", "below REDIS_SOCKET_TIMEOUT=5s"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := loadConfig(RoleWorker, env(tc.env))
+			var ce *ConfigError
+			if !errors.As(err, &ce) {
+				t.Fatalf("want a *ConfigError, got %v", err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("%q does not say %q", err, w)
+				}
+			}
+		})
+	}
+	// The sentinel password is never in an error.
+	_, err := loadConfig(RoleWorker, env(map[string]string{"REDIS_SENTINEL_ADDRS": "x", "REDIS_SENTINEL_PASSWORD": "hush-123", "REDIS_SENTINEL_MASTER": "m"}))
+	if err == nil || strings.Contains(err.Error(), "hush-123") {
+		t.Errorf("error %v", err)
+	}
+}
+
+func TestLoadConfigAckReplicas(t *testing.T) {
+	c, err := loadConfig(RoleWorker, env(map[string]string{"REDIS_WORKER_ACK_REPLICAS": "1", "REDIS_WORKER_ACK_TIMEOUT": "250ms"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.AckReplicas != 1 || c.AckTimeout != 250*time.Millisecond || !strings.Contains(c.String(), "AckReplicas:1 AckTimeout:250ms") {
+		t.Errorf("got %s", c)
+	}
+	d, err := loadConfig(RoleWorker, env(nil))
+	if err != nil || d.AckReplicas != 0 || d.AckTimeout != DefaultAckTimeout {
+		t.Errorf("default: %s, %v", d, err)
+	}
 }

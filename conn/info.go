@@ -29,6 +29,9 @@ type ConnectionInfo struct {
 	// Nodes has one entry per cluster node (masters and replicas); empty for a
 	// standalone server.
 	Nodes []NodeInfo `json:"nodes,omitempty"`
+	// Sentinel is set in Sentinel mode: the master, its switches and the
+	// sentinels (sentinel.go).
+	Sentinel *SentinelInfo `json:"sentinel,omitempty"`
 }
 
 // PoolInfo are go-redis pool statistics. Counters (hits, misses, timeouts,
@@ -148,6 +151,9 @@ func (m *manager) info(ctx context.Context) (ConnectionInfo, error) {
 		return ci, ErrClosed
 	}
 	if !m.cluster {
+		if m.probe != nil {
+			ci.Sentinel = m.sentinelInfo(ctx)
+		}
 		m.fillPools(&ci, 1)
 		srv, err := serverInfo(ctx, m.diagnostics())
 		ci.Server = srv

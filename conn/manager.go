@@ -136,11 +136,19 @@ type manager struct {
 	// govern (see held.go). Nil for the API and in cluster mode.
 	held *redis.Client
 	// wire sends the coalescer's round trips (Worker only).
-	wire    redis.UniversalClient
+	wire redis.UniversalClient
+	// direct shares client's pool (the limited share) without its hooks
+	// but closed, pool timeout and the per-server ones: for pipelines that
+	// run the user's hooks and take their permit themselves (pipelineOn).
+	// A standalone or Sentinel Worker only.
+	direct  *redis.Client
 	limiter *limiter // nil for the API
 	cluster bool
-	tel     *instrument.Instruments // nil when telemetry is off
-	server  serverCache
+	// master and probe are set in Sentinel mode (sentinel.go).
+	master *master
+	probe  *probe
+	tel    *instrument.Instruments // nil when telemetry is off
+	server serverCache
 	// coalescer sends round trips of callers' commands on wire: batch
 	// chunks always, single commands when coalesces (Worker only).
 	coalescer *coalesce.Coalescer
@@ -167,6 +175,14 @@ func newManager(ctx context.Context, role Role, cfg Config, opts []Option) (*man
 		return nil, err
 	}
 	m := &manager{cfg: cfg, opts: newOptions(opts), cluster: len(cfg.ClusterAddrs) > 0}
+	if len(cfg.SentinelAddrs) > 0 {
+		m.master = &master{}
+		p, err := m.newProbe()
+		if err != nil {
+			return nil, err
+		}
+		m.probe = p
+	}
 	if !m.opts.telemetryOff {
 		tel, err := m.instruments()
 		if err != nil {
@@ -181,6 +197,10 @@ func newManager(ctx context.Context, role Role, cfg Config, opts []Option) (*man
 		return nil, err
 	}
 	m.client = client
+	if c, ok := client.(*redis.Client); ok && role == RoleWorker {
+		// Before any hook is added: the clone keeps a chain of its own.
+		m.direct = c.WithTimeout(cfg.SocketTimeout)
+	}
 	if role == RoleWorker {
 		m.limiter = newLimiter(cfg.MaxConcurrentOps)
 		m.users = &userHooks{}
@@ -276,12 +296,35 @@ func (m *manager) newClient(poolSize int) (redis.UniversalClient, error) {
 	// PoolSize is every connection the manager opens (pub/sub aside) and the
 	// limiter's bound on it holds.
 	base.PipelinePoolSize = -1
+	base.ClientName = c.ClientName
 
+	if m.master != nil {
+		fo := &redis.FailoverOptions{
+			MasterName:            c.SentinelMaster,
+			SentinelAddrs:         c.SentinelAddrs,
+			SentinelUsername:      c.SentinelUsername,
+			SentinelPassword:      string(c.SentinelPassword),
+			ClientName:            base.ClientName,
+			Username:              base.Username,
+			Password:              base.Password,
+			DB:                    base.DB,
+			TLSConfig:             base.TLSConfig,
+			PoolSize:              base.PoolSize,
+			PoolTimeout:           base.PoolTimeout,
+			ReadTimeout:           base.ReadTimeout,
+			WriteTimeout:          base.WriteTimeout,
+			DialTimeout:           base.DialTimeout,
+			ContextTimeoutEnabled: true,
+			PipelinePoolSize:      -1,
+		}
+		return redis.NewFailoverClient(fo), nil
+	}
 	if !m.cluster {
 		return redis.NewClient(base), nil
 	}
 	return redis.NewClusterClient(&redis.ClusterOptions{
 		Addrs:                 c.ClusterAddrs,
+		ClientName:            base.ClientName,
 		Username:              base.Username,
 		Password:              base.Password,
 		TLSConfig:             base.TLSConfig,
@@ -308,7 +351,9 @@ func (m *manager) tlsConfig(fromURL bool) (*tls.Config, error) {
 		return nil, nil
 	}
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.TLSServerName}
-	if tc.ServerName == "" && !m.cluster {
+	if tc.ServerName == "" && !m.cluster && m.master == nil {
+		// A cluster's nodes and a Sentinel's servers are verified by the
+		// host they are dialed at (crypto/tls takes it from the address).
 		tc.ServerName = c.Host
 		if c.URL != "" {
 			if opt, err := redis.ParseURL(c.URL); err == nil {
@@ -337,6 +382,9 @@ func (m *manager) target() string {
 	if m.cluster {
 		return "Redis Cluster seeds " + strings.Join(m.cfg.ClusterAddrs, ",")
 	}
+	if m.master != nil {
+		return fmt.Sprintf("master %q of Redis Sentinels %s", m.cfg.SentinelMaster, strings.Join(m.cfg.SentinelAddrs, ","))
+	}
 	if m.cfg.URL != "" {
 		if opt, err := redis.ParseURL(m.cfg.URL); err == nil {
 			return "Redis at " + opt.Addr
@@ -356,6 +404,16 @@ func (m *manager) ping(ctx context.Context) error {
 	msg := err.Error()
 	var hint string
 	switch {
+	case m.master != nil && strings.Contains(msg, "sentinels specified in configuration are unreachable"):
+		// go-redis's error when no sentinel told it the master's address.
+		switch {
+		case strings.Contains(msg, "WRONGPASS"), strings.Contains(msg, "NOAUTH"):
+			hint = fmt.Sprintf(" (authentication at the sentinels failed for user %q: check REDIS_SENTINEL_USERNAME / REDIS_SENTINEL_PASSWORD)", sentinelUser(m.cfg))
+		case m.cfg.TLS:
+			hint = " (no sentinel answered for the master: check REDIS_SENTINEL_ADDRS, REDIS_SENTINEL_MASTER, REDIS_SSL_CA_FILE)"
+		default:
+			hint = " (no sentinel answered for the master: check REDIS_SENTINEL_ADDRS, REDIS_SENTINEL_MASTER)"
+		}
 	case strings.Contains(msg, "WRONGPASS"), strings.Contains(msg, "NOAUTH"), strings.Contains(msg, "invalid password"):
 		user := m.cfg.Username
 		if user == "" {
@@ -367,9 +425,11 @@ func (m *manager) ping(ctx context.Context) error {
 	case strings.Contains(msg, "malformed HTTP response"), strings.Contains(msg, "first record does not look like a TLS handshake"):
 		hint = " (the server does not speak TLS: unset REDIS_SSL)"
 	}
-	if p := string(m.cfg.Password); p != "" {
-		// No server error is known to echo the password; make sure of it.
-		msg = strings.ReplaceAll(msg, p, redacted)
+	for _, p := range []Secret{m.cfg.Password, m.cfg.SentinelPassword} {
+		if p != "" {
+			// No server error is known to echo a password; make sure of it.
+			msg = strings.ReplaceAll(msg, string(p), redacted)
+		}
 	}
 	return &wrappedError{msg: fmt.Sprintf("redisconn: %s cannot reach %s%s: %s", m.cfg.Role, m.target(), hint, msg), err: err}
 }
@@ -391,6 +451,13 @@ func (m *manager) pingOnce(ctx context.Context) error {
 		return err
 	}
 	return m.client.Ping(ctx).Err()
+}
+
+func sentinelUser(c Config) string {
+	if c.SentinelUsername == "" {
+		return "default"
+	}
+	return c.SentinelUsername
 }
 
 // wrappedError has its own (secret-free) message and unwraps to the cause.
@@ -428,6 +495,9 @@ func (m *manager) close() error {
 		}
 		if m.held != nil {
 			errs = append(errs, m.held.Close())
+		}
+		if m.probe != nil {
+			errs = append(errs, m.probe.close())
 		}
 		if m.coalescer != nil {
 			m.coalescer.Wait()

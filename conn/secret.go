@@ -73,14 +73,21 @@ func (c Config) String() string {
 	if c.URL != "" {
 		fmt.Fprintf(&b, " URL:%s", RedactURL(c.URL))
 	}
-	if len(c.ClusterAddrs) > 0 {
+	switch {
+	case len(c.ClusterAddrs) > 0:
 		fmt.Fprintf(&b, " ClusterAddrs:%s", strings.Join(c.ClusterAddrs, ","))
-	} else {
+	case len(c.SentinelAddrs) > 0:
+		fmt.Fprintf(&b, " SentinelAddrs:%s SentinelMaster:%s SentinelUsername:%q SentinelPassword:%q DB:%d",
+			strings.Join(c.SentinelAddrs, ","), c.SentinelMaster, c.SentinelUsername, c.SentinelPassword.mask(), c.DB)
+	default:
 		fmt.Fprintf(&b, " Addr:%s DB:%d", net.JoinHostPort(c.Host, strconv.Itoa(c.Port)), c.DB)
 	}
-	fmt.Fprintf(&b, " Username:%q Password:%q TLS:%t PoolSize:%d", c.Username, c.Password.mask(), c.TLS, c.PoolSize)
+	fmt.Fprintf(&b, " Username:%q Password:%q TLS:%t ClientName:%s PoolSize:%d", c.Username, c.Password.mask(), c.TLS, c.ClientName, c.PoolSize)
 	if c.Role == RoleWorker {
 		fmt.Fprintf(&b, " MaxConcurrentOps:%d BatchSize:%d", c.MaxConcurrentOps, c.BatchSize)
+		if c.AckReplicas > 0 {
+			fmt.Fprintf(&b, " AckReplicas:%d AckTimeout:%s", c.AckReplicas, c.AckTimeout)
+		}
 	}
 	fmt.Fprintf(&b, " PoolTimeout:%s SocketTimeout:%s ConnectTimeout:%s}", c.PoolTimeout, c.SocketTimeout, c.ConnectTimeout)
 	return b.String()
@@ -104,19 +111,28 @@ func (c Config) LogValue() slog.Value {
 	if c.URL != "" {
 		attrs = append(attrs, slog.String("url", RedactURL(c.URL)))
 	}
-	if len(c.ClusterAddrs) > 0 {
+	switch {
+	case len(c.ClusterAddrs) > 0:
 		attrs = append(attrs, slog.String("cluster_addrs", strings.Join(c.ClusterAddrs, ",")))
-	} else {
+	case len(c.SentinelAddrs) > 0:
+		attrs = append(attrs, slog.String("sentinel_addrs", strings.Join(c.SentinelAddrs, ",")),
+			slog.String("sentinel_master", c.SentinelMaster), slog.String("sentinel_username", c.SentinelUsername),
+			slog.String("sentinel_password", c.SentinelPassword.mask()), slog.Int("db", c.DB))
+	default:
 		attrs = append(attrs, slog.String("addr", net.JoinHostPort(c.Host, strconv.Itoa(c.Port))), slog.Int("db", c.DB))
 	}
 	attrs = append(attrs,
 		slog.String("username", c.Username),
 		slog.String("password", c.Password.mask()),
 		slog.Bool("tls", c.TLS),
+		slog.String("client_name", c.ClientName),
 		slog.Int("pool_size", c.PoolSize),
 	)
 	if c.Role == RoleWorker {
 		attrs = append(attrs, slog.Int("max_concurrent_ops", c.MaxConcurrentOps), slog.Int("batch_size", c.BatchSize))
+		if c.AckReplicas > 0 {
+			attrs = append(attrs, slog.Int("ack_replicas", c.AckReplicas), slog.Duration("ack_timeout", c.AckTimeout))
+		}
 	}
 	return slog.GroupValue(attrs...)
 }

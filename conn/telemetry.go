@@ -30,6 +30,9 @@ func (m *manager) observe() error {
 	if m.limiter != nil {
 		src.Limiter = m.limiterStats
 	}
+	if m.probe != nil {
+		src.Sentinel = m.sentinelStats
+	}
 	return m.tel.Observe(src)
 }
 
@@ -39,6 +42,8 @@ func (m *manager) poolName() string {
 		return m.opts.poolName
 	case m.cluster:
 		return "cluster/" + m.cfg.ClusterAddrs[0]
+	case m.master != nil:
+		return "sentinel/" + m.cfg.SentinelMaster + "/" + strconv.Itoa(m.cfg.DB)
 	case m.cfg.URL != "":
 		if opt, err := redis.ParseURL(m.cfg.URL); err == nil {
 			return opt.Addr + "/" + strconv.Itoa(opt.DB)
@@ -61,6 +66,7 @@ func (m *manager) poolStats() instrument.PoolStats {
 		Max:   int64(m.maxConns(nodes)),
 		Total: int64(s.TotalConns), Idle: int64(s.IdleConns), Pending: int64(s.PendingRequests),
 		Hits: int64(s.Hits), Misses: int64(s.Misses), Waits: int64(s.WaitCount), Timeouts: int64(s.Timeouts),
+		PubSub: int64(s.PubSubStats.Active),
 	}
 }
 

@@ -88,6 +88,11 @@ func (w *Worker) Config() Config { return w.m.cfg }
 // for a limiter permit, so it answers while the limiter is saturated.
 func (w *Worker) ConnectionInfo(ctx context.Context) (ConnectionInfo, error) { return w.m.info(ctx) }
 
+// Clients counts the server's connections by role and by process, from
+// their client names, against maxclients (see ClientsInfo, and its cost: on
+// demand only). It takes no limiter permit.
+func (w *Worker) Clients(ctx context.Context) (ClientsInfo, error) { return w.m.clientsInfo(ctx) }
+
 // Close closes the pool. It is idempotent: later calls return nil. It does
 // not wait for the server: callers waiting for a limiter permit or queued
 // for a round trip get ErrClosed at once, and so does every later

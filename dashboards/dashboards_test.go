@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -26,7 +27,8 @@ func TestCommittedJSONMatchesTheGenerator(t *testing.T) {
 	}
 }
 
-// Every query uses the dashboard's variables, and every signal is shown. (That
+// Every query uses the dashboard's variables, whose All selects only series
+// that carry the label, and every signal is shown. (That
 // queries name only series of the table, with labels they carry, is checked
 // with the PromQL parser in internal/promqlcheck.)
 func TestQueriesUseVariablesAndKnownMetrics(t *testing.T) {
@@ -40,7 +42,13 @@ func TestQueriesUseVariablesAndKnownMetrics(t *testing.T) {
 			} `json:"targets"`
 		} `json:"panels"`
 		Templating struct {
-			List []struct{ Name string } `json:"list"`
+			List []struct {
+				Name       string `json:"name"`
+				Type       string `json:"type"`
+				IncludeAll bool   `json:"includeAll"`
+				AllValue   string `json:"allValue"`
+				Query      any    `json:"query"`
+			} `json:"list"`
 		} `json:"templating"`
 	}
 	b, _ := Build()
@@ -53,6 +61,26 @@ func TestQueriesUseVariablesAndKnownMetrics(t *testing.T) {
 	}
 	if strings.Join(vars, ",") != "datasource,traces,job,instance,role" {
 		t.Errorf("variables %v", vars)
+	}
+	// With "All", a label variable must match only series that carry its
+	// label: Prometheus anchors the regexp, and a label a series lacks is the
+	// empty string, which ".*" matches. For $role that would take in go-redis's
+	// own redisotel series (the same db_client_* names, no redisconn_role).
+	// The variables list only redisconn managers' values.
+	for _, v := range d.Templating.List {
+		if v.Type != "query" {
+			continue
+		}
+		if !v.IncludeAll {
+			t.Errorf("variable %s has no All", v.Name)
+		}
+		re, err := regexp.Compile(`^(?:` + v.AllValue + `)$`)
+		if err != nil || v.AllValue == "" || re.MatchString("") {
+			t.Errorf("variable %s: All value %q also selects series without the label", v.Name, v.AllValue)
+		}
+		if q, _ := v.Query.(string); !strings.Contains(q, `redisconn_role!=""`) {
+			t.Errorf("variable %s: query %v lists values of series that are not redisconn managers'", v.Name, v.Query)
+		}
 	}
 	// Every family of the table of signals is on some panel.
 	var known []string

@@ -7,7 +7,10 @@
 // loaded (their `for:` shortened in a temporary copy), and the test asserts
 // through the Prometheus HTTP API that the exhaustion alerts go pending or
 // firing, that every dashboard query and every rule expression parses and
-// returns data, and that exemplars can be queried.
+// returns data, that the fleet's connection budget adds up both managers, and
+// that exemplars can be queried. No Sentinel manager runs here: queries and
+// alerts of Sentinel-only signals (telemetry.Signal.SentinelOnly) must parse and
+// return nothing, and those alerts must stay silent.
 //
 // traces_test.go proves the traces of an agent run against a real Jaeger
 // (built once from tools/go.mod by scripts/jaeger.sh when missing): the
@@ -28,6 +31,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -188,35 +192,63 @@ func TestDashboardsAndAlertsAgainstPrometheus(t *testing.T) {
 	if state := seen.best("RedisconnMetricsAbsent"); state != "" {
 		t.Errorf("RedisconnMetricsAbsent was %s while metrics were scraped", state)
 	}
+	// The fleet's pools (8 + 2 connections) are far below maxclients (40).
+	if state := seen.best("RedisconnFleetOverConnectionBudget"); state != "" {
+		t.Errorf("RedisconnFleetOverConnectionBudget was %s for a budget of a quarter of maxclients", state)
+	}
+	// No Sentinel manager runs: alerts on Sentinel-only series have nothing to fire on.
+	for _, r := range ruleExprs(t) {
+		if !r.record && sentinelOnly(r.expr) {
+			if state := seen.best(r.name); state != "" {
+				t.Errorf("alert %s (Sentinel only) was %s without a Sentinel manager", r.name, state)
+			}
+		}
+	}
 	t.Logf("alert states seen: %v", seen.states())
 
-	// Every dashboard query, variables substituted, parses and returns data.
+	// Every dashboard query, variables substituted, parses and returns data;
+	// a query of Sentinel-only signals returns nothing (no Sentinel manager).
 	for _, q := range dashboardQueries(t) {
 		res, err := prom.query(ctx, q.expr)
 		if err != nil {
 			t.Errorf("dashboard panel %q: %v\n  %s", q.panel, err, q.expr)
 			continue
 		}
-		if res == 0 {
+		switch {
+		case sentinelOnly(q.expr) && res != 0:
+			t.Errorf("dashboard panel %q returns %d series of Sentinel-only signals without a Sentinel manager:\n  %s", q.panel, res, q.expr)
+		case !sentinelOnly(q.expr) && res == 0:
 			t.Errorf("dashboard panel %q returns no data:\n  %s", q.panel, q.expr)
 		}
 	}
-	// Every rule expression parses; recording rules return data.
+	// Every rule expression parses; recording rules return data (those of
+	// Sentinel-only signals none).
 	for _, r := range ruleExprs(t) {
 		n, err := prom.query(ctx, r.expr)
 		if err != nil {
 			t.Errorf("rule %s: %v", r.name, err)
 			continue
 		}
-		if r.record && n == 0 {
+		if !r.record {
+			continue
+		}
+		if sentinelOnly(r.expr) {
+			if n != 0 {
+				t.Errorf("recording rule %s (Sentinel only) returns %d series without a Sentinel manager", r.name, n)
+			}
+			continue
+		}
+		if n == 0 {
 			t.Errorf("recording rule %s returns no data", r.name)
 		}
-		if r.record {
-			if m, err := prom.query(ctx, r.name); err != nil || m == 0 {
-				t.Errorf("recorded series %s missing in Prometheus: %v", r.name, err)
-			}
+		if m, err := prom.query(ctx, r.name); err != nil || m == 0 {
+			t.Errorf("recorded series %s missing in Prometheus: %v", r.name, err)
 		}
 	}
+	// The fleet's connection budget of the server is both managers' pool
+	// maxima plus their pub/sub connections (one process, two roles, one pool
+	// name), against the server's maxclients.
+	checkFleetBudget(t, ctx, prom, fmt.Sprintf("127.0.0.1:%d/0", srv.Port()), w, api)
 	// Exemplars reach Prometheus and carry trace ids.
 	n, err := prom.exemplars(ctx, `db_client_operation_duration_seconds_bucket`)
 	if err != nil || n == 0 {
@@ -369,6 +401,31 @@ func (p *prometheus) query(ctx context.Context, expr string) (int, error) {
 	return len(data.Result), err
 }
 
+// vector runs an instant query and returns the value of each series.
+func (p *prometheus) vector(ctx context.Context, expr string) ([]float64, error) {
+	var data struct {
+		Result []struct {
+			Value [2]json.RawMessage `json:"value"`
+		} `json:"result"`
+	}
+	if err := p.get(ctx, "/api/v1/query", url.Values{"query": {expr}}, &data); err != nil {
+		return nil, err
+	}
+	var out []float64
+	for _, r := range data.Result {
+		var s string
+		if err := json.Unmarshal(r.Value[1], &s); err != nil {
+			return nil, err
+		}
+		v, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
 // exemplars counts exemplars with a trace_id over the last 5 minutes.
 func (p *prometheus) exemplars(ctx context.Context, expr string) (int, error) {
 	ids, err := p.exemplarTraceIDs(ctx, expr)
@@ -423,10 +480,55 @@ func (a *alertWatch) states() map[string]string {
 	return out
 }
 
+// sentinelOnly reports whether expr names a series that only a manager in
+// Sentinel mode exports (telemetry.Signal.SentinelOnly).
+func sentinelOnly(expr string) bool {
+	for _, sig := range telemetry.Signals() {
+		if !sig.SentinelOnly {
+			continue
+		}
+		for _, name := range sig.PrometheusSeries() {
+			if regexp.MustCompile(`\b` + regexp.QuoteMeta(name) + `\b`).MatchString(expr) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// checkFleetBudget compares the fleet rules of the server pool with what the
+// managers report in ConnectionInfo.
+func checkFleetBudget(t *testing.T, ctx context.Context, prom *prometheus, pool string, w *conn.Worker, api *conn.API) {
+	t.Helper()
+	wi, werr := w.ConnectionInfo(ctx)
+	ai, aerr := api.ConnectionInfo(ctx)
+	if werr != nil || aerr != nil {
+		t.Errorf("ConnectionInfo: worker: %v; api: %v", werr, aerr)
+		return
+	}
+	want := map[string]float64{
+		"redisconn:fleet_connection_budget:sum": float64(wi.Pool.MaxConns + ai.Pool.MaxConns + int(wi.PubSub.Active) + int(ai.PubSub.Active)),
+		"redisconn:fleet_maxclients:max":        float64(wi.Server.MaxClients),
+	}
+	for rule, v := range want {
+		got, err := prom.vector(ctx, fmt.Sprintf(`%s{db_client_connection_pool_name=%q}`, rule, pool))
+		switch {
+		case err != nil:
+			t.Errorf("%s: %v", rule, err)
+		case len(got) != 1:
+			t.Errorf("%s for %s: %d series, want 1", rule, pool, len(got))
+		case got[0] != v:
+			t.Errorf("%s for %s = %v, want %v (worker pool %d, api pool %d, pub/sub %d+%d, maxclients %d)", rule, pool, got[0], v,
+				wi.Pool.MaxConns, ai.Pool.MaxConns, wi.PubSub.Active, ai.PubSub.Active, wi.Server.MaxClients)
+		}
+	}
+}
+
 type panelQuery struct{ panel, expr string }
 
 // dashboardQueries are the dashboard's PromQL expressions with the variables
-// as "All" and $__rate_interval as Grafana would set it for a 1 s scrape.
+// as "All" (each variable's own All value, as Grafana substitutes it) and
+// $__rate_interval as Grafana would set it for a 1 s scrape.
 func dashboardQueries(t *testing.T) []panelQuery {
 	t.Helper()
 	b, err := os.ReadFile(dashboardFile)
@@ -440,11 +542,31 @@ func dashboardQueries(t *testing.T) []panelQuery {
 				Expr string `json:"expr"`
 			} `json:"targets"`
 		} `json:"panels"`
+		Templating struct {
+			List []struct {
+				Name     string `json:"name"`
+				AllValue string `json:"allValue"`
+			} `json:"list"`
+		} `json:"templating"`
 	}
 	if err := json.Unmarshal(b, &d); err != nil {
 		t.Fatal(err)
 	}
-	r := strings.NewReplacer("$job", ".*", "$instance", ".*", "$role", ".*", "$__rate_interval", "30s")
+	subst := []string{"$__rate_interval", "30s"}
+	for _, v := range d.Templating.List {
+		switch v.Name {
+		case "job", "instance", "role":
+			all := v.AllValue
+			if all == "" {
+				all = ".*" // Grafana's All without a custom value: the values, as a regexp
+			}
+			subst = append(subst, "$"+v.Name, all)
+		}
+	}
+	if len(subst) != 8 {
+		t.Fatalf("%s: variables job, instance and role not all found (%v)", dashboardFile, subst)
+	}
+	r := strings.NewReplacer(subst...)
 	var out []panelQuery
 	for _, p := range d.Panels {
 		for _, q := range p.Targets {

@@ -32,6 +32,12 @@ const (
 	ServerConnectedClients    = "redisconn.server.connected_clients"
 	ServerMaxClients          = "redisconn.server.maxclients"
 	ServerRejectedConnections = "redisconn.server.rejected_connections"
+
+	PubSubConnections = "redisconn.pubsub.connections"
+
+	SentinelMasterSwitches     = "redisconn.sentinel.master_switches"
+	SentinelSentinelsAnswering = "redisconn.sentinel.sentinels_answering"
+	SentinelQuorum             = "redisconn.sentinel.quorum"
 )
 
 // Attribute keys.
@@ -94,6 +100,9 @@ type Signal struct {
 	Buckets []float64
 	// Float is true for a histogram of float64 values (durations).
 	Float bool
+	// SentinelOnly is true for a signal that only a manager in Sentinel
+	// mode emits.
+	SentinelOnly bool
 }
 
 // BaseAttributes are carried by every series of every manager: the role
@@ -176,6 +185,22 @@ var signals = []Signal{
 	{
 		Name: ServerRejectedConnections, Kind: KindCounter, Unit: "{connection}",
 		Description: "Connections the Redis server refused because maxclients was reached (INFO).",
+	},
+	{
+		Name: PubSubConnections, Kind: KindUpDownCounter, Unit: "{connection}",
+		Description: "Pub/sub connections open now. They are outside the pool and the limiter, and count against the server's maxclients.",
+	},
+	{
+		Name: SentinelMasterSwitches, Kind: KindCounter, Unit: "{switch}", SentinelOnly: true,
+		Description: "Master switches this manager has seen since it started (Sentinel mode): a new master address from the sentinels.",
+	},
+	{
+		Name: SentinelSentinelsAnswering, Kind: KindGauge, Unit: "{sentinel}", SentinelOnly: true,
+		Description: "Configured sentinels that answered this manager's last check (Sentinel mode; checked at most once per 10 s).",
+	},
+	{
+		Name: SentinelQuorum, Kind: KindGauge, Unit: "{sentinel}", SentinelOnly: true,
+		Description: "The quorum the sentinels report for the master (SENTINEL MASTER): fewer answering sentinels cannot agree on a failover.",
 	},
 }
 

@@ -55,6 +55,8 @@ type Instruments struct {
 	connCount, connMax, connPending, connTimeouts           metric.Int64Observable
 	poolHits, poolMisses, poolWaits                         metric.Int64Observable
 	serverConnected, serverMax, serverRejected              metric.Int64Observable
+	pubsub                                                  metric.Int64Observable
+	sentinelSwitches, sentinelAnswering, sentinelQuorum     metric.Int64Observable
 	idleOpt, usedOpt, rejectedContextOpt, rejectedClosedOpt metric.ObserveOption
 	registrationMu                                          sync.Mutex
 	registrations                                           []metric.Registration
@@ -115,6 +117,10 @@ func New(cfg Config) (*Instruments, error) {
 	in.serverConnected = obs(telemetry.ServerConnectedClients)
 	in.serverMax = obs(telemetry.ServerMaxClients)
 	in.serverRejected = obs(telemetry.ServerRejectedConnections)
+	in.pubsub = obs(telemetry.PubSubConnections)
+	in.sentinelSwitches = obs(telemetry.SentinelMasterSwitches)
+	in.sentinelAnswering = obs(telemetry.SentinelSentinelsAnswering)
+	in.sentinelQuorum = obs(telemetry.SentinelQuorum)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}

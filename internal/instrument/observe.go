@@ -10,6 +10,8 @@ import (
 type PoolStats struct {
 	Max, Total, Idle, Pending     int64
 	Hits, Misses, Waits, Timeouts int64
+	// PubSub counts the pub/sub connections open now (outside the pool).
+	PubSub int64
 }
 
 // LimiterStats are the limiter numbers the observable instruments read.
@@ -23,14 +25,22 @@ type ServerStats struct {
 	ConnectedClients, MaxClients, RejectedConnections int64
 }
 
+// SentinelStats are the Sentinel numbers the observable instruments read.
+type SentinelStats struct {
+	Switches, Answering, Quorum int64
+}
+
 // Source is where a manager's observable instruments read their numbers, at
-// collection time. Limiter and Server may be nil. Server returns false when it
+// collection time. Limiter, Server and Sentinel may be nil. Server returns false when it
 // has nothing to report (the server never answered); it must be cheap, which
 // is the caller's job (a cache of INFO, see ServerInfoMaxAge).
 type Source struct {
 	Pool    func() PoolStats
 	Limiter func() LimiterStats
 	Server  func(ctx context.Context) (ServerStats, bool)
+	// Sentinel returns false when it has nothing to report; like Server, it
+	// must be cheap.
+	Sentinel func(ctx context.Context) (SentinelStats, bool)
 }
 
 // Observe registers the callbacks that read src at every collection, until Close.
@@ -46,8 +56,9 @@ func (in *Instruments) Observe(src Source) error {
 		o.ObserveInt64(in.poolHits, p.Hits, in.baseObs())
 		o.ObserveInt64(in.poolMisses, p.Misses, in.baseObs())
 		o.ObserveInt64(in.poolWaits, p.Waits, in.baseObs())
+		o.ObserveInt64(in.pubsub, p.PubSub, in.baseObs())
 		return nil
-	}, in.connCount, in.connMax, in.connPending, in.connTimeouts, in.poolHits, in.poolMisses, in.poolWaits)
+	}, in.connCount, in.connMax, in.connPending, in.connTimeouts, in.poolHits, in.poolMisses, in.poolWaits, in.pubsub)
 	if err != nil {
 		return err
 	}
@@ -79,6 +90,23 @@ func (in *Instruments) Observe(src Source) error {
 			o.ObserveInt64(in.serverRejected, s.RejectedConnections, in.baseObs())
 			return nil
 		}, in.serverConnected, in.serverMax, in.serverRejected)
+		if err != nil {
+			unregister(regs)
+			return err
+		}
+		regs = append(regs, reg)
+	}
+	if src.Sentinel != nil {
+		reg, err := in.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+			s, ok := src.Sentinel(ctx)
+			if !ok {
+				return nil
+			}
+			o.ObserveInt64(in.sentinelSwitches, s.Switches, in.baseObs())
+			o.ObserveInt64(in.sentinelAnswering, s.Answering, in.baseObs())
+			o.ObserveInt64(in.sentinelQuorum, s.Quorum, in.baseObs())
+			return nil
+		}, in.sentinelSwitches, in.sentinelAnswering, in.sentinelQuorum)
 		if err != nil {
 			unregister(regs)
 			return err

@@ -6,7 +6,10 @@
 // It is a module of its own, so that the Prometheus parser
 // (github.com/prometheus/prometheus/promql/parser) stays out of the library's
 // go.mod. `make test` runs its tests: they read dashboards/redisconn.json and
-// alerts/*.yml of the enclosing repository.
+// alerts/*.yml of the enclosing repository. They also check that every alert
+// has a severity, a summary, a description and a runbook section in
+// docs/runbooks.md, that a promtool unit test expects it to fire and one to stay
+// silent, and that the fleet budget's recording rules are per server.
 package promqlcheck
 
 import (

@@ -228,6 +228,11 @@ func TestCheckerRejectsWhatNoSeriesCarries(t *testing.T) {
 		{`rate(db_client_operation_duration_seconds_count{error_type!="", db_operation_name="GET"}[$__rate_interval])`, ""},
 		{`redisconn:pool_utilization:ratio{db_client_connection_pool_name="x"} > 0.9`, ""},
 		{`up{job="api"} == 0`, ""},
+		{`sum by (db_client_connection_pool_name) (redisconn_pubsub_connections{redisconn_role!=""})`, ""},
+		{`redisconn_sentinel_sentinels_answering < on (job, instance, redisconn_role, db_client_connection_pool_name) redisconn_sentinel_quorum`, ""},
+		{`redisconn_sentinel_master_switches`, `series "redisconn_sentinel_master_switches" is not produced`}, // counter without _total
+		{`redisconn_sentinel_quorum{reason="x"}`, `does not carry label reason`},
+		{`sum by (db_client_connection_pool_name) (redisconn_pubsub_connections) / on (instance) sum by (db_client_connection_pool_name) (redisconn_server_maxclients)`, `both sides must carry label instance`},
 		{`redisconn_limiter_inflight`, `series "redisconn_limiter_inflight" is not produced`},
 		{`rate(redisconn_limiter_rejected[1m])`, `series "redisconn_limiter_rejected" is not produced`}, // counter without _total
 		{`rate(redisconn_batch_size[1m])`, `series "redisconn_batch_size" is not produced`},             // histogram without a suffix
