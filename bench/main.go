@@ -12,6 +12,11 @@
 //	    sampler), metrics + every span sampled
 //	S4  the original workload: 16 runs x 3776 responses, RPUSH + PUBLISH each:
 //	    one shared pool without limiter ("before") vs Worker ("after")
+//	S5  a fleet: 8 processes (this binary re-executed) x 300 callers against
+//	    one redis-server of its own, stopped for 3 s under load: default
+//	    Workers vs plain go-redis (pool 200), and plain go-redis with
+//	    ContextTimeoutEnabled; new connections, peak clients, errors, late
+//	    calls and time to recover (fleet.go). Runs after the rounds of S1-S4.
 //
 // Each row also has the client's CPU per acknowledged item (one RPUSH in S1):
 // getrusage(RUSAGE_SELF) user + sys over the measured run, divided by the
@@ -23,7 +28,9 @@
 // (per scenario and round, default 2) and BENCH_OUT (JSON, default
 // bench-results.json) tune it. BENCH_ONLY (comma-separated scenario names,
 // e.g. S1-5000,S3) runs a subset; BENCH_CPUPROFILE writes a CPU profile of
-// the whole run, for `go tool pprof`.
+// the whole run, for `go tool pprof`. BENCH_FLEET_PROCS, BENCH_FLEET_CALLERS
+// and BENCH_FLEET_RUNS size S5 (defaults 8, 300 and BENCH_ROUNDS; quick: 8,
+// 250 and 1); BENCH_FLEET_STALL is its stop in seconds (default 3).
 package main
 
 import (
@@ -51,6 +58,9 @@ type config struct {
 }
 
 func main() {
+	if spec := os.Getenv(benchFleetEnv); spec != "" {
+		os.Exit(fleetMember(spec)) // a member of S5's fleet, started by the bench
+	}
 	cfg := config{rounds: 3, seconds: 2 * time.Second, responses: 3776, out: "bench-results.json"}
 	if os.Getenv("BENCH_QUICK") == "1" {
 		cfg.quick, cfg.seconds, cfg.responses = true, 400*time.Millisecond, 1000
@@ -100,8 +110,13 @@ func run(cfg config) error {
 			scenarios = append(scenarios, s)
 		}
 	}
-	if len(scenarios) == 0 {
-		return fmt.Errorf("BENCH_ONLY=%q names no scenario (accepted: S1-100, S1-5000, S2, S3, S4)", os.Getenv("BENCH_ONLY"))
+	fleet := len(cfg.only) == 0 || cfg.only["S5"]
+	if len(scenarios) == 0 && !fleet {
+		return fmt.Errorf("BENCH_ONLY=%q names no scenario (accepted: S1-100, S1-5000, S2, S3, S4, S5)", os.Getenv("BENCH_ONLY"))
+	}
+	fleetCfg, err := newFleetConfig(cfg) // checked before the rounds, not after them
+	if err != nil {
+		return err
 	}
 	if cfg.profile != "" {
 		f, err := os.Create(cfg.profile)
@@ -115,7 +130,7 @@ func run(cfg config) error {
 		defer pprof.StopCPUProfile()
 	}
 	results := map[string][]result{} // row key -> one result per round
-	for r := 1; r <= cfg.rounds; r++ {
+	for r := 1; r <= cfg.rounds && len(scenarios) > 0; r++ {
 		start := time.Now()
 		for _, s := range scenarios {
 			// Rotate the order each round so no variant always runs first
@@ -133,13 +148,26 @@ func run(cfg config) error {
 		}
 		fmt.Printf("  round %d done in %v\n", r, time.Since(start).Round(time.Millisecond))
 	}
+	var fleetRes *fleetResult
+	if fleet {
+		if fleetRes, err = runFleet(ctx, fleetCfg, dir); err != nil {
+			return err
+		}
+	}
 	rows := summarize(scenarios, results)
 	printTable(rows)
-	printTargets(rows)
-	b, _ := json.MarshalIndent(map[string]any{
+	printFleet(fleetRes)
+	if len(rows) > 0 {
+		printTargets(rows)
+	}
+	out := map[string]any{
 		"rounds": cfg.rounds, "seconds_per_scenario": cfg.seconds.Seconds(), "cpus": runtime.NumCPU(),
 		"go": runtime.Version(), "rows": rows,
-	}, "", "  ")
+	}
+	if fleetRes != nil {
+		out["fleet"] = fleetRes
+	}
+	b, _ := json.MarshalIndent(out, "", "  ")
 	if err := os.WriteFile(cfg.out, b, 0o644); err != nil {
 		return err
 	}
