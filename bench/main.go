@@ -101,6 +101,14 @@ func run(cfg config) error {
 	ctx := context.Background()
 	env := newEnv(srv.Addr())
 	defer env.close()
+	rdir, err := os.MkdirTemp(dir, "replica-")
+	if err != nil {
+		return err
+	}
+	if env.replica, err = startReplica(rdir); err != nil {
+		return err
+	}
+	defer env.replica.stop()
 
 	fmt.Printf("redisconn bench: %d rounds, %v per scenario and round, %d CPUs, %s, redis-server %s\n",
 		cfg.rounds, cfg.seconds, runtime.NumCPU(), runtime.Version(), env.redisVersion(ctx))

@@ -196,6 +196,9 @@ func printTargets(rows []row) {
 	if rr := find(rows, "S2", "rueidis"); b.Variant != "" && rr.Variant != "" {
 		check("S2 BatchRPush / rueidis one RPUSH of 50 items/s", cross(b, rr), ">=", 1.1)
 	}
+	if d, r := find(rows, "S2", "batchrpush ack 1"), find(rows, "S2", "batchrpush+replica"); d.Variant != "" && r.Variant != "" {
+		info("S2 BatchRPush ack 1 replica / BatchRPush with that replica items/s", cross(d, r), ": the cost of durable acknowledgements")
+	}
 	if rb := find(rows, "S2", "redis-benchmark"); b.Variant != "" && rb.Variant != "" {
 		info("S2 BatchRPush / redis-benchmark -P 50 items/s", cross(b, rb), "")
 	}

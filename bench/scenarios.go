@@ -78,9 +78,11 @@ type scenario struct {
 
 // env holds the clients and telemetry providers the scenarios share.
 type env struct {
-	addr  string
-	plain *redis.Client
-	ap    *redis.AutoPipeliner
+	addr string
+	// replica follows addr during S2's replica variants (nil: left out).
+	replica *replica
+	plain   *redis.Client
+	ap      *redis.AutoPipeliner
 	// fd is go-redis's AutoPipeline with FullDuplex: one held connection
 	// with a writer and a reader goroutine instead of one batch per round
 	// trip. It needs a client of its own (fdClient, same options as plain):
@@ -170,11 +172,14 @@ var (
 	}
 )
 
-func (e *env) worker(ctx context.Context, opts []conn.Option) (*conn.Worker, error) {
+func (e *env) worker(ctx context.Context, opts []conn.Option, change ...func(*conn.Config)) (*conn.Worker, error) {
 	host, port, _ := net.SplitHostPort(e.addr)
 	cfg := conn.DefaultConfig(conn.RoleWorker)
 	cfg.Host = host
 	cfg.Port, _ = strconv.Atoi(port)
+	for _, f := range change {
+		f(&cfg)
+	}
 	return conn.NewWorker(ctx, cfg, opts...)
 }
 
@@ -253,6 +258,20 @@ func allScenarios(cfg config, e *env) []scenario {
 			}},
 		},
 	}
+	if e.replica != nil {
+		batch := func(w *conn.Worker) func(context.Context, string) error {
+			return func(ctx context.Context, key string) error { _, err := w.BatchRPush(ctx, key, values...); return err }
+		}
+		// Durable acknowledgements against a real replica, and the same
+		// replica without them: the ratio of the two is their cost.
+		bulk.variants = append(bulk.variants,
+			variant{"batchrpush+replica", func(ctx context.Context) (result, error) {
+				return e.replica.attached(ctx, e.plain, workerLoad(e, telProduction, 50, d, 50, batch))
+			}},
+			variant{"batchrpush ack 1", func(ctx context.Context) (result, error) {
+				return e.replica.attached(ctx, e.plain, workerLoad(e, telProduction, 50, d, 50, batch, durable(1)))
+			}})
+	}
 	if _, err := exec.LookPath("redis-benchmark"); err == nil {
 		bulk.variants = append(bulk.variants, variant{"redis-benchmark", func(ctx context.Context) (result, error) {
 			return redisBenchmark(ctx, e.addr, d)
@@ -293,9 +312,9 @@ func fromOutcome(o workload.Outcome, err error) (result, error) {
 
 // workerLoad runs op on a fresh Worker with the given telemetry.
 func workerLoad(e *env, tel func(*env) []conn.Option, callers int, d time.Duration, itemsPerOp int,
-	op func(*conn.Worker) func(context.Context, string) error) func(ctx context.Context) (result, error) {
+	op func(*conn.Worker) func(context.Context, string) error, change ...func(*conn.Config)) func(ctx context.Context) (result, error) {
 	return func(ctx context.Context) (result, error) {
-		w, err := e.worker(ctx, tel(e))
+		w, err := e.worker(ctx, tel(e), change...)
 		if err != nil {
 			return result{}, err
 		}
