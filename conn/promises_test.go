@@ -23,17 +23,24 @@ import (
 // command shares a round trip with: 300 callers with a 200 ms deadline and
 // 100 without, the server (every master of a cluster) stopped for 3 s. Each
 // deadline caller must return within 250 ms (deadline plus the documented
-// spread plus scheduling), on a standalone server and on a cluster.
+// spread plus scheduling), on a standalone server, on a cluster and on a
+// Sentinel-managed master.
 func TestCoalescedCallersKeepTheirDeadlinesWhenTheServerStalls(t *testing.T) {
-	for _, topo := range []string{"standalone", "cluster"} {
+	for _, topo := range []string{"standalone", "cluster", "sentinel"} {
 		t.Run(topo, func(t *testing.T) {
 			var w *conn.Worker
 			var servers []*redistest.Server
-			if topo == "standalone" {
+			switch topo {
+			case "standalone":
 				srv := redistest.Start(t, redistest.Options{})
 				w = newWorker(t, config(conn.RoleWorker, srv))
 				servers = []*redistest.Server{srv}
-			} else {
+			case "sentinel":
+				// The sentinels must not fail over during the stall.
+				s := redistest.StartSentinel(t, redistest.SentinelOptions{DownAfter: time.Minute})
+				w = newWorker(t, sentinelConfig(conn.RoleWorker, s))
+				servers = []*redistest.Server{s.Master()}
+			default:
 				cl := redistest.StartCluster(t, redistest.ClusterOptions{Masters: 3, NodeTimeout: 10 * time.Second})
 				cfg := conn.DefaultConfig(conn.RoleWorker)
 				cfg.ClusterAddrs = cl.Addrs()
@@ -123,14 +130,15 @@ func stallUnderDeadlines(t *testing.T, w *conn.Worker, servers []*redistest.Serv
 // then closes the connection (proto-max-bulk-len); 400 callers each INCR
 // their own counter (keys spread over the slots), one call at a time, while
 // another sends such a SET every 20 ms. On a standalone server, with TLS and
-// an ACL user, and on a 3-master cluster, no counter may end above its
+// an ACL user, on a 3-master cluster and on a Sentinel-managed master, no
+// counter may end above its
 // caller's number of calls,
 // and none below its acknowledged calls. A plain go-redis client on the same
 // workload is the baseline; the log gives, for both, the increments applied
 // whose callers were told they failed.
 func TestAnsweredCommandsAreNeverSentAgainAfterACutConnection(t *testing.T) {
 	args := []string{"--proto-max-bulk-len", "1mb"}
-	for _, topo := range []string{"standalone", "tls+acl", "cluster"} {
+	for _, topo := range []string{"standalone", "tls+acl", "cluster", "sentinel"} {
 		t.Run(topo, func(t *testing.T) {
 			var worker, plain redis.UniversalClient
 			var check redis.UniversalClient
@@ -149,6 +157,11 @@ func TestAnsweredCommandsAreNeverSentAgainAfterACutConnection(t *testing.T) {
 				plain = redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 200, Username: user, Password: password,
 					TLSConfig: srv.Certs.ClientTLSConfig()})
 				check = srv.Client(t)
+			case "sentinel":
+				s := redistest.StartSentinel(t, redistest.SentinelOptions{Server: redistest.Options{Args: args}, DownAfter: time.Minute})
+				worker = newWorker(t, sentinelConfig(conn.RoleWorker, s))
+				plain = redis.NewFailoverClient(&redis.FailoverOptions{MasterName: s.MasterName(), SentinelAddrs: s.SentinelAddrs(), PoolSize: 200})
+				check = s.Master().Client(t)
 			default:
 				cl := redistest.StartCluster(t, redistest.ClusterOptions{Masters: 3, Args: args})
 				cfg := conn.DefaultConfig(conn.RoleWorker)
