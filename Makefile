@@ -3,7 +3,7 @@ GO      ?= go
 GOFLAGS ?=
 PKGS    := ./...
 
-.PHONY: all deps jaeger demo demo-contrast test rules e2e generate bench-go lint vet fmt-check bench fuzz binsize clean
+.PHONY: all deps jaeger toxiproxy demo demo-contrast test rules e2e generate bench-go lint vet fmt-check bench fuzz binsize clean
 
 all: test
 
@@ -21,7 +21,8 @@ demo: deps
 demo-contrast: deps
 	$(GO) run ./examples/demo -contrast-only
 
-## deps: install redis-server, redis-tools and prometheus from Debian's packages when missing
+## deps: install redis-server, redis-tools and prometheus from Debian's packages when missing,
+## and Valkey 8 (valkey-server, valkey-tools, valkey-sentinel; bookworm-backports on bookworm)
 deps:
 	@./scripts/deps.sh
 
@@ -30,11 +31,28 @@ deps:
 jaeger:
 	@./scripts/jaeger.sh
 
-## test: deps, then format, vet, the Prometheus rules (promtool), the whole suite under the race
+## toxiproxy: build the Toxiproxy server (v2.5.0, go install, outside go.mod) that
+## internal/redistest's network-fault tests run, once: 20 s-2 min the first time (scripts/toxiproxy.sh)
+toxiproxy:
+	@./scripts/toxiproxy.sh
+
+## test: deps and Toxiproxy, then format, vet, the Prometheus rules (promtool), the whole suite under the race
 ## detector, and the signal checks of the nested module (PromQL of dashboards and rules vs telemetry.Signals)
-test: deps lint rules
+test: deps toxiproxy lint rules
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 	cd internal/promqlcheck && $(GO) test -count=1 ./...
+
+## test-valkey: the tests that talk to a server, against Valkey 8 (valkey-server from
+## bookworm-backports, which `make deps` installs beside redis-server) instead of Redis:
+## REDISTEST_SERVER=valkey makes internal/redistest start valkey-server for every
+## standalone, TLS/ACL, Cluster and Sentinel server. It runs all of conn but the 60 s
+## soak (TestSoak), internal/coalesce, and internal/redistest but the Toxiproxy tests.
+## Not part of `make test`; about 2.5 min on 2 cores.
+.PHONY: test-valkey
+test-valkey: deps
+	@command -v valkey-server >/dev/null 2>&1 || { echo "test-valkey: valkey-server is not installed; make deps could not install it (see above)" >&2; exit 1; }
+	@valkey-server --version
+	REDISTEST_SERVER=valkey $(GO) test -race -count=1 -p 1 -timeout 20m -skip '^TestSoak$$|Toxiproxy' ./conn/ ./internal/coalesce/ ./internal/redistest/
 
 ## rules: promtool checks the rule file and runs its unit tests
 rules:

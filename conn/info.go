@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -24,7 +25,7 @@ type ConnectionInfo struct {
 	// Limiter is nil for the API, which has none.
 	Limiter *LimiterInfo `json:"limiter,omitempty"`
 	// Server is read with INFO. In cluster mode it adds up the nodes (counts
-	// summed, the lowest version).
+	// summed, the lowest versions; see ServerInfo for nodes of two servers).
 	Server ServerInfo `json:"server"`
 	// Nodes has one entry per cluster node (masters and replicas); empty for a
 	// standalone server.
@@ -55,10 +56,21 @@ type PubSubInfo struct {
 	Created uint32 `json:"created"`
 }
 
-// ServerInfo are the fields of INFO that tell how close the server is to
-// refusing connections.
+// ServerInfo are the fields of INFO that tell which server it is and how
+// close it is to refusing connections.
 type ServerInfo struct {
-	RedisVersion        string `json:"redis_version"`
+	// RedisVersion is INFO's redis_version as the server reports it: Valkey
+	// reports the Redis version it is compatible with (7.2.4), not its own.
+	RedisVersion string `json:"redis_version"`
+	// ServerName is which server it is: INFO's server_name ("valkey"), or
+	// "redis" when INFO has none, as Redis's has not.
+	ServerName string `json:"server_name"`
+	// ServerVersion is the server's own version: <server_name>_version
+	// (valkey_version), else redis_version. In cluster mode, when the nodes
+	// are not all the same server, ServerName lists their names, sorted and
+	// joined by commas ("redis,valkey"), and ServerVersion is empty: Nodes
+	// tells each node's.
+	ServerVersion       string `json:"server_version"`
 	ConnectedClients    int64  `json:"connected_clients"`
 	BlockedClients      int64  `json:"blocked_clients"`
 	MaxClients          int64  `json:"maxclients"`
@@ -190,6 +202,7 @@ func (m *manager) info(ctx context.Context) (ConnectionInfo, error) {
 	ci.Nodes = nodes
 	m.fillPools(&ci, len(nodes))
 	var nodeErrs []error
+	var names []string // the servers the nodes run
 	for i, n := range nodes {
 		s := &ci.Server
 		if n.Error != "" {
@@ -203,6 +216,17 @@ func (m *manager) info(ctx context.Context) (ConnectionInfo, error) {
 		if s.RedisVersion == "" || versionLess(n.Server.RedisVersion, s.RedisVersion) {
 			s.RedisVersion = nodes[i].Server.RedisVersion
 		}
+		if s.ServerVersion == "" || versionLess(n.Server.ServerVersion, s.ServerVersion) {
+			s.ServerVersion = n.Server.ServerVersion
+		}
+		if !slices.Contains(names, n.Server.ServerName) {
+			names = append(names, n.Server.ServerName)
+		}
+	}
+	slices.Sort(names)
+	ci.Server.ServerName = strings.Join(names, ",")
+	if len(names) > 1 {
+		ci.Server.ServerVersion = "" // versions of two servers do not compare
 	}
 	if err != nil {
 		return ci, fmt.Errorf("redisconn: reading cluster nodes from %s: %w", m.target(), err)
@@ -230,16 +254,22 @@ func serverInfo(ctx context.Context, c *redis.Client) (ServerInfo, error) {
 // parseServerInfo reads the fields of ServerInfo from INFO's text.
 func parseServerInfo(raw string) ServerInfo {
 	var s ServerInfo
+	versions := map[string]string{} // the *_version fields
 	sc := bufio.NewScanner(strings.NewReader(raw))
 	for sc.Scan() {
 		k, v, ok := strings.Cut(strings.TrimSpace(sc.Text()), ":")
 		if !ok {
 			continue
 		}
+		if strings.HasSuffix(k, "_version") {
+			versions[k] = v
+		}
 		n, _ := strconv.ParseInt(v, 10, 64)
 		switch k {
 		case "redis_version":
 			s.RedisVersion = v
+		case "server_name":
+			s.ServerName = v
 		case "connected_clients":
 			s.ConnectedClients = n
 		case "blocked_clients":
@@ -249,6 +279,13 @@ func parseServerInfo(raw string) ServerInfo {
 		case "rejected_connections":
 			s.RejectedConnections = n
 		}
+	}
+	if s.ServerName == "" && s.RedisVersion != "" {
+		s.ServerName = "redis" // Redis's INFO names no server
+	}
+	s.ServerVersion = versions[s.ServerName+"_version"]
+	if s.ServerVersion == "" {
+		s.ServerVersion = s.RedisVersion
 	}
 	return s
 }

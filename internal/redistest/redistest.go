@@ -1,7 +1,11 @@
 // Package redistest starts real redis-server processes for tests: standalone,
-// password/ACL protected, TLS, and Redis Cluster. Every server listens on a free
-// loopback port, keeps its files in a temporary folder of the test, and is stopped
-// when the test ends. Nothing here fakes Redis.
+// password/ACL protected, TLS, Redis Cluster and Sentinel. Every server listens
+// on a free loopback port, keeps its files in a temporary folder of the test, and
+// is stopped when the test ends. Nothing here fakes Redis.
+//
+// The same helpers run valkey-server (Valkey 8, which reads the same
+// directives and flags) instead: per server with Options.Server, or for every
+// server that does not say, with REDISTEST_SERVER=valkey (see Kind).
 package redistest
 
 import (
@@ -27,6 +31,9 @@ import (
 // Options describe the server to start. The zero value is a plain standalone
 // server with persistence off.
 type Options struct {
+	// Server is which server to run; "" is the default Kind (REDISTEST_SERVER,
+	// else Redis).
+	Server Kind
 	// Password sets requirepass for the default user.
 	Password string
 	// Username and UserPassword create an ACL user with full access, and turn
@@ -49,10 +56,11 @@ type Options struct {
 	Config string
 }
 
-// Server is one running redis-server process.
+// Server is one running redis-server (or valkey-server) process.
 type Server struct {
 	t    testing.TB
 	opts Options
+	kind Kind
 	dir  string
 	port int
 	// Certs is set for TLS servers.
@@ -69,8 +77,39 @@ type process struct {
 	err  error
 }
 
-// Binary is the redis-server executable the helper runs.
-const Binary = "redis-server"
+// Kind is which server the helper runs: Redis or Valkey.
+type Kind string
+
+const (
+	// Redis runs redis-server (the default).
+	Redis Kind = "redis"
+	// Valkey runs valkey-server (Debian's valkey-server package, Valkey 8).
+	Valkey Kind = "valkey"
+)
+
+// ServerEnv names the environment variable that chooses the Kind of every
+// server whose Options.Server is empty: "redis" (the default) or "valkey".
+const ServerEnv = "REDISTEST_SERVER"
+
+// Binary is the kind's server executable, which also runs its sentinels
+// (--sentinel).
+func (k Kind) Binary() string { return string(k) + "-server" }
+
+// resolveKind is the one place that decides which server runs: k, else
+// REDISTEST_SERVER, else Redis.
+func resolveKind(k Kind) (Kind, error) {
+	from := "Options.Server"
+	if k == "" {
+		k, from = Kind(os.Getenv(ServerEnv)), ServerEnv
+	}
+	switch k {
+	case "":
+		return Redis, nil
+	case Redis, Valkey:
+		return k, nil
+	}
+	return "", fmt.Errorf("%s=%q: want %q or %q", from, k, Redis, Valkey)
+}
 
 // Start starts a standalone redis-server and stops it when the test ends. It
 // fails the test, with the server's log, when the server does not come up.
@@ -88,13 +127,17 @@ func Start(t testing.TB, opts Options) *Server {
 // StartProcess starts a standalone redis-server outside a test (TestMain, a
 // benchmark program) with its files in dir. The caller must call Stop.
 func StartProcess(opts Options, dir string) (*Server, error) {
-	if _, err := exec.LookPath(Binary); err != nil {
-		return nil, fmt.Errorf("%s is not on PATH; run `make deps` (apt-get install redis-server redis-tools)", Binary)
+	kind, err := resolveKind(opts.Server)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := exec.LookPath(kind.Binary()); err != nil {
+		return nil, fmt.Errorf("%s is not on PATH; run `make deps` (apt-get install %s %s-tools)", kind.Binary(), kind.Binary(), kind)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	s := &Server{opts: opts, dir: dir, Certs: opts.Certs}
+	s := &Server{opts: opts, kind: kind, dir: dir, Certs: opts.Certs}
 	if opts.TLS && s.Certs == nil {
 		certs, err := GenerateCerts(s.dir)
 		if err != nil {
@@ -113,7 +156,7 @@ func StartProcess(opts Options, dir string) (*Server, error) {
 			return s, nil
 		}
 	}
-	return nil, fmt.Errorf("redis-server did not start: %w", lastErr)
+	return nil, fmt.Errorf("%s did not start: %w", kind.Binary(), lastErr)
 }
 
 // FreePort returns a loopback TCP port that was free a moment ago.
@@ -185,13 +228,13 @@ func (s *Server) start() error {
 		}
 		args = append([]string{conf}, args...)
 	}
-	cmd := exec.Command(Binary, args...)
+	cmd := exec.Command(s.kind.Binary(), args...)
 	cmd.Dir = s.dir
 	// Own process group, so a signal to the test binary's group never reaches
 	// it; Pdeathsig ends it if the test binary dies without cleaning up.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting %s: %w", Binary, err)
+		return fmt.Errorf("starting %s: %w", s.kind.Binary(), err)
 	}
 	p := &process{cmd: cmd, done: make(chan struct{})}
 	go func() { p.err = cmd.Wait(); close(p.done) }()
@@ -200,7 +243,7 @@ func (s *Server) start() error {
 	for time.Now().Before(deadline) {
 		select {
 		case <-p.done:
-			return fmt.Errorf("redis-server exited (%v); log:\n%s", p.err, s.Log())
+			return fmt.Errorf("%s exited (%v); log:\n%s", s.kind.Binary(), p.err, s.Log())
 		default:
 		}
 		if s.ping() == nil {
@@ -213,7 +256,7 @@ func (s *Server) start() error {
 	}
 	_ = cmd.Process.Kill()
 	<-p.done
-	return fmt.Errorf("redis-server on port %d did not answer PING within 10s; log:\n%s", s.port, s.Log())
+	return fmt.Errorf("%s on port %d did not answer PING within 10s; log:\n%s", s.kind.Binary(), s.port, s.Log())
 }
 
 // ping sends one PING over a raw connection and reads the reply. A NOAUTH
@@ -254,6 +297,9 @@ func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.It
 // Port is the server's port.
 func (s *Server) Port() int { return s.port }
 
+// Kind is which server runs: Redis or Valkey.
+func (s *Server) Kind() Kind { return s.kind }
+
 // Dir is the server's working directory.
 func (s *Server) Dir() string { return s.dir }
 
@@ -276,7 +322,7 @@ func (s *Server) Pid() int {
 func (s *Server) signal(sig syscall.Signal) {
 	if pid := s.Pid(); pid != 0 {
 		if err := syscall.Kill(pid, sig); err != nil {
-			s.fatalf("redistest: sending %v to redis-server: %v", sig, err)
+			s.fatalf("redistest: sending %v to %s: %v", sig, s.kind.Binary(), err)
 		}
 	}
 }
@@ -320,7 +366,7 @@ func (s *Server) Restart() {
 		}
 		time.Sleep(100 * time.Millisecond) // the port may linger briefly
 	}
-	s.fatalf("redistest: restarting redis-server: %v", err)
+	s.fatalf("redistest: restarting %s: %v", s.kind.Binary(), err)
 }
 
 // Stop ends the server; it is registered as a test cleanup and safe to call
