@@ -51,9 +51,9 @@ func (m *manager) clientsInfo(ctx context.Context) (ClientsInfo, error) {
 		return ClientsInfo{}, ErrClosed
 	}
 	var (
-		mu     sync.Mutex
-		max    int64
-		byName = map[string]int64{}
+		mu         sync.Mutex
+		maxClients int64
+		byName     = map[string]int64{}
 	)
 	read := func(ctx context.Context, c *redis.Client) error {
 		list, err := c.ClientList(ctx).Result()
@@ -66,7 +66,7 @@ func (m *manager) clientsInfo(ctx context.Context) (ClientsInfo, error) {
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		max += srv.MaxClients
+		maxClients += srv.MaxClients
 		for _, line := range strings.Split(list, "\n") {
 			if line = strings.TrimSpace(line); line != "" {
 				byName[clientListName(line)]++
@@ -83,7 +83,7 @@ func (m *manager) clientsInfo(ctx context.Context) (ClientsInfo, error) {
 	if err != nil {
 		return ClientsInfo{}, err
 	}
-	return countClients(byName, max), nil
+	return countClients(byName, maxClients), nil
 }
 
 // clientListName is the name= field of one CLIENT LIST line ("" when unnamed).
