@@ -391,7 +391,7 @@ func (m *manager) pipelineOnce(ctx context.Context, c *redis.Client, cmds []redi
 	m.limiter.Release()
 	// go-redis sets a failure on every command without a reply; only a
 	// failure before anything was written leaves the chunk unsent.
-	written := err != nil && !rediserr.NotWritten(err) && !rediserr.Server(err)
+	written := rediserr.MayHaveRun(err)
 	for i, cmd := range cmds {
 		switch e := cmd.Err(); {
 		case rediserr.Final(e):

@@ -17,10 +17,11 @@ import (
 //
 // The client callers use (the API's, and the Worker's embedded client):
 //
-//  1. the user's hooks (Worker.AddHook): each caller's command, of its own
-//     type, in its caller's context, as on a plain go-redis client. What
-//     they measure includes the queueing below, as a plain client's hook
-//     includes the wait for a pooled connection.
+//  1. the user's hooks (API.AddHook, Worker.AddHook): each caller's
+//     command, of its own type, in its caller's context, once per
+//     operation, as on a plain go-redis client. What they measure includes
+//     the queueing and the resending below, as a plain client's hook
+//     includes the wait for a pooled connection and go-redis's retries.
 //  2. closed: after Close every operation fails with ErrClosed before it
 //     waits for anything.
 //  3. coalescing (Worker): a coalescable single command goes to the
@@ -39,9 +40,13 @@ import (
 //     the operation that timed out.
 //  7. cluster reload (cluster): a network failure asks go-redis to reload
 //     the slot map soon.
-//  8. per server (per node in a cluster): spans, then metrics, then
-//     connection set-up errors (handshake).
-//  9. hooks added to the embedded client directly (w.UniversalClient.AddHook):
+//  8. resend: an operation goes again only when it certainly did not run
+//     (resend.go); inside the permit and the pool timeout's snapshot, as
+//     go-redis's own retries would be.
+//  9. per server (per node in a cluster): what was written (resend.go),
+//     sentinel master, spans, then metrics, then connection set-up errors
+//     (handshake).
+// 10. hooks added to the embedded client directly (w.UniversalClient.AddHook):
 //     innermost, where go-redis puts them; they see the operations that go to
 //     Redis on this client, not the coalesced commands.
 //
@@ -52,7 +57,7 @@ import (
 // DialHook does see its dials).
 //
 // The Worker's held client (Watch, Conn, INFO; see held.go): the user's
-// hooks, closed, pool timeout, then per server spans, metrics and handshake.
+// hooks, closed, pool timeout, resend, then per server.
 //
 // The Worker's direct client (durable batch chunks, see pipelineOn), which
 // shares the pool of the client callers use: closed, pool timeout, then per
@@ -62,7 +67,7 @@ func (m *manager) addHooks() {
 		c := m.direct
 		c.AddHook(closedHook{closed: &m.closed})
 		c.AddHook(poolTimeoutHook{m: m})
-		m.addServerHooks(c, instrument.Operations{LimiterWait: permitWait})
+		m.addServerHooks(c, instrument.Operations{LimiterWait: permitWait}, false)
 	}
 	if m.held != nil {
 		c := m.held
@@ -71,7 +76,7 @@ func (m *manager) addHooks() {
 		}
 		c.AddHook(closedHook{closed: &m.closed})
 		c.AddHook(poolTimeoutHook{m: m})
-		m.addServerHooks(c, instrument.Operations{})
+		m.addServerHooks(c, instrument.Operations{}, true)
 	}
 	if m.wire != nil {
 		c := m.wire
@@ -79,7 +84,7 @@ func (m *manager) addHooks() {
 			c.AddHook(dialOnly{m.users})
 		}
 		c.AddHook(poolTimeoutHook{m: m})
-		m.addServerHooks(c, instrument.Operations{Callers: wireCallers})
+		m.addServerHooks(c, instrument.Operations{Callers: wireCallers}, false)
 	}
 	c := m.client
 	if m.users != nil {
@@ -94,13 +99,16 @@ func (m *manager) addHooks() {
 		c.AddHook(limiterHook{l: m.limiter})
 	}
 	c.AddHook(poolTimeoutHook{m: m})
-	m.addServerHooks(c, instrument.Operations{LimiterWait: permitWait})
+	m.addServerHooks(c, instrument.Operations{LimiterWait: permitWait}, true)
 }
 
-// addServerHooks adds the cluster reload hook and, per server, telemetry and
-// handshake.
-func (m *manager) addServerHooks(c redis.UniversalClient, ops instrument.Operations) {
+// addServerHooks adds the cluster reload hook, the resend hook when the
+// client's operations are sent again here (not the coalescer's round trips
+// nor batch chunks, which decide it themselves), and, per server, what was
+// written, the sentinel master, telemetry and handshake.
+func (m *manager) addServerHooks(c redis.UniversalClient, ops instrument.Operations, resend bool) {
 	perNode := func(node *redis.Client) {
+		node.AddHook(writtenHook{})
 		if m.master != nil {
 			node.AddHook(masterHook{ms: m.master})
 		}
@@ -113,8 +121,15 @@ func (m *manager) addServerHooks(c redis.UniversalClient, ops instrument.Operati
 	}
 	if cc, ok := c.(*redis.ClusterClient); ok {
 		cc.AddHook(clusterReloadHook{cc: cc, last: new(atomic.Int64)})
+		if resend {
+			// The cluster client sends unsent commands again itself.
+			cc.AddHook(resendHook{again: 0})
+		}
 		cc.OnNewNode(perNode)
 		return
+	}
+	if resend {
+		c.AddHook(resendHook{again: defaultMaxRetries})
 	}
 	perNode(c.(*redis.Client))
 }

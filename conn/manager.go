@@ -153,7 +153,7 @@ type manager struct {
 	// chunks always, single commands when coalesces (Worker only).
 	coalescer *coalesce.Coalescer
 	coalesces bool
-	// users are the hooks added with Worker.AddHook (Worker only).
+	// users are the hooks added with AddHook.
 	users *userHooks
 	// shares are the pool sizes of client, wire and held (per node).
 	shares shares
@@ -201,9 +201,9 @@ func newManager(ctx context.Context, role Role, cfg Config, opts []Option) (*man
 		// Before any hook is added: the clone keeps a chain of its own.
 		m.direct = c.WithTimeout(cfg.SocketTimeout)
 	}
+	m.users = &userHooks{}
 	if role == RoleWorker {
 		m.limiter = newLimiter(cfg.MaxConcurrentOps)
-		m.users = &userHooks{}
 		wire, err := m.newClient(sh.wire)
 		if err != nil {
 			_ = m.close()
@@ -297,6 +297,9 @@ func (m *manager) newClient(poolSize int) (redis.UniversalClient, error) {
 	// limiter's bound on it holds.
 	base.PipelinePoolSize = -1
 	base.ClientName = c.ClientName
+	// go-redis would send a command again after its reply was lost; the
+	// resend hook sends again only what certainly did not run (resend.go).
+	base.MaxRetries = -1
 
 	if m.master != nil {
 		fo := &redis.FailoverOptions{
@@ -316,6 +319,7 @@ func (m *manager) newClient(poolSize int) (redis.UniversalClient, error) {
 			DialTimeout:           base.DialTimeout,
 			ContextTimeoutEnabled: true,
 			PipelinePoolSize:      -1,
+			MaxRetries:            base.MaxRetries,
 		}
 		return redis.NewFailoverClient(fo), nil
 	}
@@ -335,6 +339,10 @@ func (m *manager) newClient(poolSize int) (redis.UniversalClient, error) {
 		DialTimeout:           base.DialTimeout,
 		ContextTimeoutEnabled: true,
 		PipelinePoolSize:      -1,
+		// Of the node clients; the cluster client's own loop sends again
+		// up to MaxRedirects times, and the hooks see to what it sends
+		// (resend.go).
+		MaxRetries: base.MaxRetries,
 		// A slot map older than this is reloaded; clusterReloadHook reloads
 		// sooner when a node stops answering.
 		ClusterStateReloadInterval: 10 * time.Second,

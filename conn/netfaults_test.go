@@ -48,10 +48,7 @@ import (
 // RPUSH of the 110 values.
 //
 // Invariants, asserted for the Worker and the API (the plain client's numbers
-// are in the table only), after each fault; for the API, which keeps
-// go-redis's own retries for now, those that the retries break (commands
-// applied twice, written ones reported unsent, the deadline) are logged as
-// KNOWN, an open bug of issue 17:
+// are in the table only), after each fault:
 //   - no command applied twice: each counter <= the INCR calls made for it;
 //   - nothing acknowledged lost: each counter >= its acknowledged calls; and a
 //     failed call whose INCR was applied is one whose error says it may have
@@ -251,17 +248,10 @@ func (e *nfEnv) each(t *testing.T, adds ...func(p *redistest.Proxy) string) {
 type nfClient struct {
 	name     string
 	asserted bool // the invariants are asserted (Worker, API), else logged
-	// retries: go-redis's own retries are on (the API, for now). They send
-	// a command that may have been written again, and report one that was
-	// written as the context's own error when the deadline passes in their
-	// backoff; so the invariants about what was applied are logged, not
-	// asserted, and so is the deadline (it waits in go-redis's backoff). An
-	// open bug of issue 17.
-	retries bool
-	incr    func(ctx context.Context, key string) error
-	push    func(ctx context.Context, key string, values []any) nfPush
-	pool    func() *redis.PoolStats
-	limiter func() *conn.LimiterInfo // nil but for the Worker
+	incr     func(ctx context.Context, key string) error
+	push     func(ctx context.Context, key string, values []any) nfPush
+	pool     func() *redis.PoolStats
+	limiter  func() *conn.LimiterInfo // nil but for the Worker
 }
 
 // nfPush is what a push call reported: values[:acked] acknowledged,
@@ -274,13 +264,6 @@ type nfPush struct {
 	bad string
 }
 
-// nfMayHaveRun reports whether a failed command may have been applied, as far
-// as its error tells: not when it says nothing was written, or the server
-// answered with an error reply.
-func nfMayHaveRun(err error) bool {
-	return err != nil && !rediserr.NotWritten(err) && !rediserr.Server(err)
-}
-
 // nfGoRedisPush is the push of a client without batches: one RPUSH of all
 // values, atomic: all acknowledged, all uncertain or none sent.
 func nfGoRedisPush(c redis.UniversalClient) func(ctx context.Context, key string, values []any) nfPush {
@@ -289,7 +272,7 @@ func nfGoRedisPush(c redis.UniversalClient) func(ctx context.Context, key string
 		switch {
 		case err == nil:
 			return nfPush{acked: len(values), from: len(values), to: len(values)}
-		case nfMayHaveRun(err):
+		case rediserr.MayHaveRun(err):
 			return nfPush{to: len(values), err: err}
 		}
 		return nfPush{err: err}
@@ -333,7 +316,7 @@ func nfWorker(w *conn.Worker) *nfClient {
 
 func nfAPI(a *conn.API) *nfClient {
 	return &nfClient{
-		name: "api", asserted: true, retries: true,
+		name: "api", asserted: true,
 		incr: func(ctx context.Context, key string) error { return a.Incr(ctx, key).Err() },
 		push: nfGoRedisPush(a), pool: a.PoolStats,
 	}
@@ -486,7 +469,7 @@ func (r *nfRun) start(wg *sync.WaitGroup, stop <-chan struct{}, ph *nfPhases) {
 				r.incrCalls[i]++
 				err := r.c.incr(ctx, key)
 				cancel()
-				may := nfMayHaveRun(err)
+				may := rediserr.MayHaveRun(err)
 				switch {
 				case err == nil:
 					r.incrAcked[i]++
@@ -978,27 +961,20 @@ func nfRunFault(t *testing.T, e *nfEnv, f nfFault, ci int, report func(row []str
 			failed = true
 			t.Errorf(who+": "+format, args...)
 		}
-		// known is fail for what go-redis's own retries break (nfClient.retries).
-		known := fail
-		if r.c.retries {
-			known = func(format string, args ...any) {
-				t.Logf(who+": KNOWN (issue 17, go-redis's retries are on): "+format, args...)
-			}
-		}
 		if r.over > 0 {
-			known("%d of %d counters above their INCR calls (+%d in all): commands applied twice", r.over, nfIncrCallers, r.extra)
+			fail("%d of %d counters above their INCR calls (+%d in all): commands applied twice", r.over, nfIncrCallers, r.extra)
 		}
 		if r.under > 0 {
 			fail("%d of %d counters below their acknowledged INCRs: acknowledged increments lost", r.under, nfIncrCallers)
 		}
 		if r.beyond > 0 {
-			known("%d of %d counters above their acknowledged INCRs plus the failed ones that may have been written: an INCR whose error says it was not written was applied, or one was applied twice", r.beyond, nfIncrCallers)
+			fail("%d of %d counters above their acknowledged INCRs plus the failed ones that may have been written: an INCR whose error says it was not written was applied, or one was applied twice", r.beyond, nfIncrCallers)
 		}
 		if r.ackedLost > 0 || r.outOfOrder > 0 {
 			fail("of %d acknowledged items, %d missing from their lists and %d out of order", r.ackedItems, r.ackedLost, r.outOfOrder)
 		}
 		if r.dupsOut > 0 {
-			known("%d duplicate items outside any reported uncertain range (%d duplicates in all)", r.dupsOut, r.dups)
+			fail("%d duplicate items outside any reported uncertain range (%d duplicates in all)", r.dupsOut, r.dups)
 		}
 		if r.c.limiter != nil && r.dups > 0 {
 			fail("%d duplicate items: a BatchRPush chunk was applied twice, though one that may have been written is never sent again", r.dups)
@@ -1007,10 +983,10 @@ func nfRunFault(t *testing.T, e *nfEnv, f nfFault, ci int, report func(row []str
 			fail("%d BatchRPush errors were no *BatchError with consistent numbers, the first: %v", n, r.badBatchErr.Load())
 		}
 		if r.phantoms > 0 || r.strange > 0 {
-			known("%d items reported not sent are in their lists (and %d items no call pushed)", r.phantoms, r.strange)
+			fail("%d items reported not sent are in their lists (and %d items no call pushed)", r.phantoms, r.strange)
 		}
 		if n := r.lateBeyondLag(); n > 0 {
-			known("%d calls returned more than %v + the timer lag (%v) after their deadline (the most: %v past it; slowest call %v)",
+			fail("%d calls returned more than %v + the timer lag (%v) after their deadline (the most: %v past it; slowest call %v)",
 				n, nfBound, r.lag, time.Duration(r.worstOver.Load()), time.Duration(r.slowest.Load()))
 		}
 		if ok := r.firstOK.Load(); ok < 0 || time.Duration(ok) > nfFirstOKBound {

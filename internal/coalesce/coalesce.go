@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redisconn/redisconn/internal/rediserr"
 )
 
 // Limiter hands out the permits that bound the round trips in flight. A
@@ -549,7 +550,7 @@ func (c *Coalescer) requeue(g *generation, rt *roundTrip, attempt int) (*generat
 		all := from < end
 		for j := from; j < end && all; j++ {
 			it := &g.items[rt.idx[j]]
-			all = it.outcome == Unsent && retryable(it.wire.Cmder.Err())
+			all = it.outcome == Unsent && rediserr.Resendable(it.wire.Cmder.Err())
 		}
 		if all {
 			again = append(again, rt.idx[from:end]...)

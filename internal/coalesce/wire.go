@@ -2,7 +2,6 @@ package coalesce
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -121,14 +120,6 @@ func (w *wireCmd) outcome(sendErr error) Outcome {
 func (w *wireCmd) again() {
 	w.final, w.written, w.aside = false, false, nil
 	w.Cmder.SetErr(nil)
-}
-
-// retryable reports whether an unsent command that failed with err goes
-// again, where go-redis would send a single command again: the server
-// refused it (LOADING, READONLY, ...), or no connection could be had or set
-// up. Never when the caller's time is up or the client is closed.
-func retryable(err error) bool {
-	return rediserr.Refusal(err) || rediserr.NotConnected(err) || errors.Is(err, redis.ErrPoolTimeout)
 }
 
 // CallerOf returns the caller of cmd when cmd is a command of a coalesced

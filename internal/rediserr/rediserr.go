@@ -65,14 +65,31 @@ var ErrClosedByServer = errors.New("the server closes this connection after a pr
 
 // NotWritten reports failures that go-redis returns only before it writes
 // anything of a command: the context ended while the command waited (for a
-// connection, a backoff, a permit: go-redis returns the context's own error
-// only then; a deadline that passes during a read is an i/o timeout), the
-// client is closed, no pooled connection could be had, or the connection
-// could not be set up.
+// connection, a permit, or a backoff between attempts of which none ran:
+// a deadline that passes during a read is an i/o timeout), the client is
+// closed, no pooled connection could be had, or the connection could not be
+// set up. It holds when go-redis's own retries are off, as they are on every
+// client of redisconn: go-redis's retry loop returns the context's error
+// from a backoff that follows a command it may have written.
 func NotWritten(err error) bool {
 	return err == context.Canceled || err == context.DeadlineExceeded ||
 		errors.Is(err, redis.ErrClosed) || errors.Is(err, redis.ErrPoolTimeout) ||
 		errors.Is(err, redis.ErrPoolExhausted) || NotConnected(err)
+}
+
+// MayHaveRun reports a failure after which the command may have reached
+// Redis and run there, its reply lost: neither a reply of the server nor a
+// failure before anything was written. Such a command is never sent again.
+func MayHaveRun(err error) bool {
+	return err != nil && !Server(err) && !NotWritten(err)
+}
+
+// Resendable reports whether a command that failed with err and certainly
+// did not run may be sent again, where go-redis would send it again: the
+// server refused it (LOADING, READONLY, ...), or no connection could be had
+// or set up. Never when the caller's time is up or the client is closed.
+func Resendable(err error) bool {
+	return Refusal(err) || NotConnected(err) || errors.Is(err, redis.ErrPoolTimeout)
 }
 
 // Network reports a failure of the connection itself: the server could not
