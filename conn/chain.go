@@ -46,7 +46,7 @@ import (
 //  9. per server (per node in a cluster): what was written (resend.go),
 //     sentinel master, spans, then metrics, then connection set-up errors
 //     (handshake).
-// 10. hooks added to the embedded client directly (w.UniversalClient.AddHook):
+//  10. hooks added to the embedded client directly (w.UniversalClient.AddHook):
 //     innermost, where go-redis puts them; they see the operations that go to
 //     Redis on this client, not the coalesced commands.
 //
