@@ -60,6 +60,11 @@ import (
 //     twice unless it was reported uncertain (the Worker: no item twice at
 //     all, since a chunk that may have been written is never sent again); no
 //     item reported unsent is there;
+//   - BatchPublish (the Worker: one publisher of numbered messages, 110 a
+//     call, with a subscriber connected to the server directly): every
+//     acknowledged message reaches the subscriber, in order; no message
+//     arrives twice, none reported unsent arrives, and the messages that
+//     arrive do so in the order they were published;
 //   - every call returns by its deadline + nfBound (100 ms: the coalescer's
 //     spread, max(5 ms, 10 % of the budget), 50 ms for a 500 ms deadline,
 //     and scheduling) + the scheduling delay measured meanwhile (how late a
@@ -250,8 +255,10 @@ type nfClient struct {
 	asserted bool // the invariants are asserted (Worker, API), else logged
 	incr     func(ctx context.Context, key string) error
 	push     func(ctx context.Context, key string, values []any) nfPush
-	pool     func() *redis.PoolStats
-	limiter  func() *conn.LimiterInfo // nil but for the Worker
+	// publish is BatchPublish (the Worker only; nil for the others).
+	publish func(ctx context.Context, channel string, values []any) nfPush
+	pool    func() *redis.PoolStats
+	limiter func() *conn.LimiterInfo // nil but for the Worker
 }
 
 // nfPush is what a push call reported: values[:acked] acknowledged,
@@ -285,22 +292,11 @@ func nfWorker(w *conn.Worker) *nfClient {
 		incr: func(ctx context.Context, key string) error { return w.Incr(ctx, key).Err() },
 		push: func(ctx context.Context, key string, values []any) nfPush {
 			n, err := w.BatchRPush(ctx, key, values...)
-			p := nfPush{acked: n, from: n, to: n, err: err}
-			if err == nil {
-				return p
-			}
-			var be *conn.BatchError
-			if !errors.As(err, &be) {
-				// Take everything unacknowledged as uncertain, and report.
-				p.to, p.bad = len(values), fmt.Sprintf("not a *BatchError: %v", err)
-				return p
-			}
-			if be.Acknowledged != n || be.UncertainFrom != n || be.UncertainTo < be.UncertainFrom || be.UncertainTo > len(values) {
-				p.to, p.bad = len(values), fmt.Sprintf("n %d of %d and %v", n, len(values), err)
-				return p
-			}
-			p.to = be.UncertainTo
-			return p
+			return nfBatch(n, err, len(values))
+		},
+		publish: func(ctx context.Context, channel string, values []any) nfPush {
+			n, err := w.BatchPublish(ctx, channel, values...)
+			return nfBatch(n, err, len(values))
 		},
 		pool: w.PoolStats,
 		limiter: func() *conn.LimiterInfo {
@@ -312,6 +308,27 @@ func nfWorker(w *conn.Worker) *nfClient {
 			return info.Limiter
 		},
 	}
+}
+
+// nfBatch is what a batch call (BatchRPush, BatchPublish) of total items
+// reported.
+func nfBatch(n int, err error, total int) nfPush {
+	p := nfPush{acked: n, from: n, to: n, err: err}
+	if err == nil {
+		return p
+	}
+	var be *conn.BatchError
+	if !errors.As(err, &be) {
+		// Take everything unacknowledged as uncertain, and report.
+		p.to, p.bad = total, fmt.Sprintf("not a *BatchError: %v", err)
+		return p
+	}
+	if be.Acknowledged != n || be.UncertainFrom != n || be.UncertainTo < be.UncertainFrom || be.UncertainTo > total {
+		p.to, p.bad = total, fmt.Sprintf("n %d of %d and %v", n, total, err)
+		return p
+	}
+	p.to = be.UncertainTo
+	return p
 }
 
 func nfAPI(a *conn.API) *nfClient {
@@ -345,6 +362,13 @@ type nfRun struct {
 	incrCalls, incrAcked, incrMayRun [nfIncrCallers]int64
 	// Per pusher, the state of each item it pushed, by number.
 	lists [nfPushCallers][]uint8
+	// The publisher's: the state of each message it published, by number,
+	// and the numbers the subscriber received, in order (the Worker only).
+	pubs     []uint8
+	sub      *redis.PubSub
+	subDone  chan struct{}
+	subErr   error
+	received []int // guarded by mu
 
 	calls, errs, errsBefore, unsent, late atomic.Int64
 	slowest, worstOver                    atomic.Int64 // ns
@@ -372,6 +396,7 @@ type nfRun struct {
 	extra, failedApplied                             int64
 	ackedItems, ackedLost, outOfOrder, dups, dupsOut int
 	phantoms, uncertainApplied, strange              int
+	pubAcked, pubLost, pubOut, pubTwice, pubPhantoms int
 	idleAfter                                        time.Duration
 	notIdle                                          string
 	lag                                              time.Duration // the test process's timers' worst lateness
@@ -447,6 +472,36 @@ func (r *nfRun) record(ph *nfPhases, start time.Time, deadline time.Duration, er
 	r.mu.Unlock()
 }
 
+// subscribe subscribes a client of check (not behind the proxies) to the
+// publisher's channel, and collects what arrives until verify.
+func (r *nfRun) subscribe(check redis.UniversalClient) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r.sub = check.Subscribe(ctx, r.prefix+":p")
+	r.subDone = make(chan struct{})
+	if _, err := r.sub.Receive(ctx); err != nil {
+		r.subErr = err
+		close(r.subDone)
+		return
+	}
+	go func() {
+		defer close(r.subDone)
+		for {
+			msg, err := r.sub.ReceiveMessage(context.Background())
+			if err != nil {
+				return // closed by verify
+			}
+			n, err := strconv.Atoi(msg.Payload)
+			if err != nil {
+				n = -1
+			}
+			r.mu.Lock()
+			r.received = append(r.received, n)
+			r.mu.Unlock()
+		}
+	}()
+}
+
 // start starts the client's callers; they run until stop closes.
 func (r *nfRun) start(wg *sync.WaitGroup, stop <-chan struct{}, ph *nfPhases) {
 	stopped := func() bool {
@@ -505,14 +560,31 @@ func (r *nfRun) start(wg *sync.WaitGroup, stop <-chan struct{}, ph *nfPhases) {
 					r.badBatchErr.Store(p.bad)
 				}
 				for k := range values {
-					s := nfUnsent
-					switch {
-					case k < p.acked:
-						s = nfAcked
-					case k >= p.from && k < p.to:
-						s = nfUncertain
-					}
-					r.lists[j] = append(r.lists[j], s)
+					r.lists[j] = append(r.lists[j], nfItemState(p, k))
+				}
+				r.record(ph, start, nfPushDeadline, p.err, p.err != nil && p.to <= p.from)
+				time.Sleep(nfPushPace)
+			}
+		}()
+	}
+	if r.c.publish != nil && r.subErr == nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next := 0; !stopped(); next += nfPushItems {
+				values := make([]any, nfPushItems)
+				for k := range values {
+					values[k] = strconv.Itoa(next + k)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), nfPushDeadline)
+				start := time.Now()
+				p := r.c.publish(ctx, r.prefix+":p", values)
+				cancel()
+				if p.bad != "" && r.badBatch.Add(1) == 1 {
+					r.badBatchErr.Store(p.bad)
+				}
+				for k := range values {
+					r.pubs = append(r.pubs, nfItemState(p, k))
 				}
 				r.record(ph, start, nfPushDeadline, p.err, p.err != nil && p.to <= p.from)
 				time.Sleep(nfPushPace)
@@ -538,6 +610,17 @@ func (r *nfRun) start(wg *sync.WaitGroup, stop <-chan struct{}, ph *nfPhases) {
 			}
 		}()
 	}
+}
+
+// nfItemState is the state of item k of a batch call that reported p.
+func nfItemState(p nfPush, k int) uint8 {
+	switch {
+	case k < p.acked:
+		return nfAcked
+	case k >= p.from && k < p.to:
+		return nfUncertain
+	}
+	return nfUnsent
 }
 
 // waitIdle waits until the client's pools are idle and its limiter drained.
@@ -631,6 +714,58 @@ func (r *nfRun) verify(t *testing.T, check redis.UniversalClient) {
 	}
 }
 
+// verifyPublished waits for the subscriber to receive every acknowledged
+// message (2 s at most), stops it, and checks what arrived.
+func (r *nfRun) verifyPublished() {
+	if r.sub == nil {
+		return
+	}
+	for _, s := range r.pubs {
+		if s == nfAcked {
+			r.pubAcked++
+		}
+	}
+	arrived := func() int {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		n := 0
+		for _, m := range r.received {
+			if m >= 0 && m < len(r.pubs) && r.pubs[m] == nfAcked {
+				n++
+			}
+		}
+		return n
+	}
+	for end := time.Now().Add(2 * time.Second); arrived() < r.pubAcked && time.Now().Before(end); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	_ = r.sub.Close()
+	<-r.subDone
+	seen := make([]int, len(r.pubs))
+	last := -1
+	for _, m := range r.received {
+		if m < 0 || m >= len(r.pubs) {
+			r.strange++
+			continue
+		}
+		seen[m]++
+		if seen[m] > 1 {
+			r.pubTwice++
+		} else if m < last {
+			r.pubOut++
+		}
+		last = max(last, m)
+	}
+	for m, s := range r.pubs {
+		switch {
+		case s == nfAcked && seen[m] == 0:
+			r.pubLost++
+		case s == nfUnsent && seen[m] > 0:
+			r.pubPhantoms++
+		}
+	}
+}
+
 func nfDur(ns int64) string {
 	if ns < 0 {
 		return "none"
@@ -693,6 +828,10 @@ func (r *nfRun) cells() []string {
 			r.rejectedContext(), r.incrCtxOwn.Load(), r.ctxErrs.Load(),
 			r.limAfter.CoalescedRoundTrips-r.limBefore.CoalescedRoundTrips, r.peakWaiting.Load(), r.peakInFlight.Load())
 	}
+	published := "-"
+	if r.sub != nil {
+		published = fmt.Sprintf("%d / %d / %d / %d of %d", r.pubLost, r.pubOut, r.pubTwice, r.pubPhantoms, r.pubAcked)
+	}
 	errs := fmt.Sprintf("%d", r.errs.Load())
 	if r.errs.Load() > 0 {
 		errs += " (" + r.kindsString() + ")"
@@ -711,6 +850,7 @@ func (r *nfRun) cells() []string {
 		fmt.Sprintf("%d of %d", r.ackedLost+r.outOfOrder, r.ackedItems),
 		fmt.Sprintf("%d (of %d)", r.dupsOut, r.dups),
 		strconv.Itoa(r.phantoms + r.strange),
+		published,
 		idle,
 		metrics,
 		r.lag.Round(time.Millisecond).String(),
@@ -722,6 +862,7 @@ var nfHeader = []string{
 	"slowest call (+ most past its deadline)", "past deadline+100ms / +100ms+timer lag", "first success / last error after removal",
 	"counters over calls (+extra) / under acked / over acked+uncertain", "failed INCRs applied / uncertain items present",
 	"acked items lost or out of order", "duplicates outside uncertain (all)", "unsent items present",
+	"published: acked lost / out of order / twice / unsent arrived",
 	"idle after", "metrics, ConnectionInfo", "timer lag",
 }
 
@@ -760,8 +901,8 @@ func (tb *nfTable) markdown() string {
 	for _, f := range nfFaults {
 		fmt.Fprintf(&b, "- %s: %s\n", f.name, f.about)
 	}
-	fmt.Fprintf(&b, "\nPer client: %d INCR callers (deadlines 300/400/500 ms), %d pushers of %d items (deadline %v): Worker BatchRPush, API and plain go-redis one RPUSH.\n",
-		nfIncrCallers, nfPushCallers, nfPushItems, nfPushDeadline)
+	fmt.Fprintf(&b, "\nPer client: %d INCR callers (deadlines 300/400/500 ms), %d pushers of %d items (deadline %v): Worker BatchRPush, API and plain go-redis one RPUSH; the Worker also one publisher of %d messages a call with BatchPublish, its subscriber connected to the server directly.\n",
+		nfIncrCallers, nfPushCallers, nfPushItems, nfPushDeadline, nfPushItems)
 	b.WriteString("Errors marked * were reported as not written (the context's own error, a failed dial or set-up, a pool timeout); " +
 		"\"over acked+uncertain\" counts counters that hold more increments than their acknowledged calls plus the failed calls that may have been written. " +
 		"Timer lag: how late a 10 ms sleep of the test process woke, at worst, during the run.\n")
@@ -858,12 +999,15 @@ type nfLoadRun struct {
 // nfStart starts the workload of the clients on keys under prefix, and a
 // probe of the test process's scheduling: how late a 10 ms sleep wakes
 // (ph.lateTimer).
-func nfStart(clients []*nfClient, prefix string) *nfLoadRun {
+func nfStart(clients []*nfClient, prefix string, check redis.UniversalClient) *nfLoadRun {
 	l := &nfLoadRun{}
 	for _, c := range clients {
 		r := &nfRun{c: c, kinds: map[string]int{}, lateKinds: map[string]int{}, prefix: prefix + ":" + strings.ReplaceAll(c.name, " ", "-")}
 		r.firstOK.Store(-1)
 		r.lastErr.Store(-1)
+		if c.publish != nil {
+			r.subscribe(check)
+		}
 		r.before = *c.pool()
 		if c.limiter != nil {
 			r.limBefore = *c.limiter()
@@ -903,7 +1047,7 @@ func nfStart(clients []*nfClient, prefix string) *nfLoadRun {
 // second failed and ran late on all three clients).
 func nfWarmUp(t *testing.T, e *nfEnv) {
 	for _, c := range e.clients {
-		l := nfStart([]*nfClient{c}, "nf:warmup")
+		l := nfStart([]*nfClient{c}, "nf:warmup", e.check)
 		time.Sleep(nfWarmUpFor)
 		l.halt()
 		r := l.runs[0]
@@ -924,7 +1068,7 @@ func nfWarmUp(t *testing.T, e *nfEnv) {
 // the caller); alone, the same faults gave it at most 40 ms past its
 // deadline.
 func nfRunFault(t *testing.T, e *nfEnv, f nfFault, ci int, report func(row []string)) {
-	l := nfStart([]*nfClient{e.clients[ci]}, "nf:"+f.name)
+	l := nfStart([]*nfClient{e.clients[ci]}, "nf:"+f.name, e.check)
 	defer l.halt()      // on a failure of the fault's own calls too
 	defer e.tp.Reset(t) // no toxic outlives a pass, whatever stopped it
 	time.Sleep(nfLoad)
@@ -949,6 +1093,7 @@ func nfRunFault(t *testing.T, e *nfEnv, f nfFault, ci int, report func(row []str
 			r.limAfter = *r.c.limiter()
 		}
 		r.verify(t, e.check)
+		r.verifyPublished()
 		row := append([]string{f.name, e.topo, r.c.name}, r.cells()...)
 		report(row)
 		t.Logf("%s", strings.Join(row, " | "))
@@ -975,6 +1120,13 @@ func nfRunFault(t *testing.T, e *nfEnv, f nfFault, ci int, report func(row []str
 		}
 		if r.dupsOut > 0 {
 			fail("%d duplicate items outside any reported uncertain range (%d duplicates in all)", r.dupsOut, r.dups)
+		}
+		if r.subErr != nil {
+			fail("subscribing to the published messages: %v", r.subErr)
+		}
+		if r.pubLost > 0 || r.pubOut > 0 || r.pubTwice > 0 || r.pubPhantoms > 0 {
+			fail("BatchPublish: of %d acknowledged messages %d never arrived; %d arrived out of order, %d twice; %d reported unsent arrived",
+				r.pubAcked, r.pubLost, r.pubOut, r.pubTwice, r.pubPhantoms)
 		}
 		if r.c.limiter != nil && r.dups > 0 {
 			fail("%d duplicate items: a BatchRPush chunk was applied twice, though one that may have been written is never sent again", r.dups)
