@@ -3,7 +3,7 @@ GO      ?= go
 GOFLAGS ?=
 PKGS    := ./...
 
-.PHONY: all deps jaeger toxiproxy demo demo-contrast test rules e2e generate bench-go lint vet fmt-check bench fuzz binsize clean
+.PHONY: all deps jaeger toxiproxy chaos demo demo-contrast test rules e2e generate bench-go lint vet fmt-check bench fuzz binsize clean
 
 all: test
 
@@ -54,6 +54,15 @@ test-valkey: deps
 	@valkey-server --version
 	REDISTEST_SERVER=valkey $(GO) test -race -count=1 -p 1 -timeout 20m -skip '^TestSoak$$|Toxiproxy' ./conn/ ./internal/coalesce/ ./internal/redistest/
 
+## chaos: the long version of the network-fault matrix: on a standalone server and a cluster,
+## each client (Worker, API, plain go-redis) under CHAOS_FOR (60s) of random faults through
+## Toxiproxy, then the matrix's invariants (conn/chaos_test.go, build tag chaos); about 7 min
+## on 2 cores. CHAOS_SEED replays a run's sequence (its seed is printed). CI runs it.
+CHAOS_FOR  ?= 60s
+CHAOS_SEED ?=
+chaos: deps toxiproxy
+	REDISCONN_CHAOS_FOR=$(CHAOS_FOR) REDISCONN_CHAOS_SEED=$(CHAOS_SEED) $(GO) test -race -tags chaos -count=1 -timeout 40m -v -run '^TestNetFaultsChaos$$' ./conn/
+
 ## rules: promtool checks the rule file and runs its unit tests
 rules:
 	promtool check rules alerts/redisconn.rules.yml
@@ -78,6 +87,7 @@ fmt-check:
 vet:
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags e2e ./e2e/
+	$(GO) vet -tags chaos ./conn/
 	cd internal/promqlcheck && $(GO) vet ./...
 	cd bench/redisotel && $(GO) vet ./...
 

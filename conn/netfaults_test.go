@@ -110,7 +110,7 @@ func nfIncrDeadline(i int) time.Duration {
 }
 
 // nfFault is one fault: run adds its toxics to every proxy, keeps them for
-// nfFaultFor (doing whatever the fault does meanwhile) and removes them.
+// e.faultFor (doing whatever the fault does meanwhile) and removes them.
 type nfFault struct {
 	name, about string
 	// errors: the fault makes the Worker's calls fail, so a Worker without
@@ -162,7 +162,7 @@ var nfFaults = []nfFault{
 			for i, p := range e.proxies {
 				names[i] = p.LimitData(t, redistest.Downstream, limits[0])
 			}
-			end := time.Now().Add(nfFaultFor)
+			end := time.Now().Add(e.faultFor)
 			for k := 1; time.Now().Before(end); k++ {
 				time.Sleep(min(300*time.Millisecond, time.Until(end)))
 				if !time.Now().Before(end) {
@@ -199,7 +199,7 @@ var nfFaults = []nfFault{
 			for i, p := range e.proxies {
 				names[i] = p.SlowClose(t, redistest.Downstream, 500*time.Millisecond)
 			}
-			end := time.Now().Add(nfFaultFor)
+			end := time.Now().Add(e.faultFor)
 			for time.Now().Before(end) {
 				for _, k := range e.killers {
 					ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -228,9 +228,11 @@ type nfEnv struct {
 	check   redis.UniversalClient
 	killers []*redis.Client
 	clients []*nfClient
+	// faultFor is how long a fault lasts: nfFaultFor in the matrix.
+	faultFor time.Duration
 }
 
-// each adds one toxic per function to every proxy, keeps them nfFaultFor and
+// each adds one toxic per function to every proxy, keeps them e.faultFor and
 // removes them.
 func (e *nfEnv) each(t *testing.T, adds ...func(p *redistest.Proxy) string) {
 	type added struct {
@@ -243,7 +245,7 @@ func (e *nfEnv) each(t *testing.T, adds ...func(p *redistest.Proxy) string) {
 			all = append(all, added{p, add(p)})
 		}
 	}
-	time.Sleep(nfFaultFor)
+	time.Sleep(e.faultFor)
 	for _, a := range all {
 		a.p.RemoveToxic(t, a.name)
 	}
@@ -943,7 +945,7 @@ func TestNetFaultsThroughToxiproxy(t *testing.T) {
 // nfSetUp starts the topology behind a Toxiproxy, and the clients under test.
 func nfSetUp(t *testing.T, topo string) *nfEnv {
 	tp := redistest.StartToxiproxy(t)
-	e := &nfEnv{topo: topo, tp: tp}
+	e := &nfEnv{topo: topo, tp: tp, faultFor: nfFaultFor}
 	wcfg, acfg := conn.DefaultConfig(conn.RoleWorker), conn.DefaultConfig(conn.RoleAPI)
 	var plain redis.UniversalClient
 	switch topo {
