@@ -43,12 +43,38 @@ type SentinelOptions struct {
 	// SentinelUsername, with SentinelPassword, makes the sentinels accept only
 	// this ACL user (their default user is off) instead of requirepass.
 	SentinelUsername string
+	// Proxy, when set, puts a proxy of this Toxiproxy in front of every data
+	// server, the master and both replicas (ProxyOf), and makes each server
+	// announce the proxy's address (replica-announce-ip 127.0.0.1,
+	// replica-announce-port): the sentinels monitor the master at its proxy's
+	// address and learn the replicas at theirs, so SENTINEL
+	// GET-MASTER-ADDR-BY-NAME, SENTINEL MASTER and SENTINEL REPLICAS name the
+	// proxies, before and after a failover, and a client seeded with
+	// SentinelAddrs only ever reaches the data servers through them. The
+	// sentinels themselves are not proxied: clients reach them directly.
+	// Replication goes through the proxies too: the replicas
+	// replicate from the master's proxy, and after a failover the sentinels
+	// point the replicas at the new master's proxy, so a toxic on a server's
+	// proxy also reaches the replication link of its replicas.
+	//
+	// The sentinels also reach the data servers through the proxies (PING,
+	// INFO, their hello messages): a toxic that keeps a server from answering
+	// for longer than DownAfter (timeout, a disabled proxy) makes the
+	// sentinels judge it down and, for the master, fail over. A test that
+	// injects short faults and wants no failover sets a DownAfter comfortably
+	// longer than its faults (5s, say). A killed server's proxy still accepts
+	// connections and closes them at once (EOF); Disable the proxy as well
+	// for refused connections. Server.Addr stays the server's own, direct
+	// address; the announced port is a command-line argument of the server,
+	// so Restart keeps it.
+	Proxy *Toxiproxy
 }
 
 // Sentinel is a Redis Sentinel deployment of real processes on loopback: a
 // master, two replicas of it, and three sentinels monitoring them. Every
 // instance announces 127.0.0.1, so the sentinels report 127.0.0.1:port
-// addresses, which Addr of the matching Server equals.
+// addresses, which Addr of the matching Server equals, or with
+// SentinelOptions.Proxy the Addr of its proxy (ProxyOf).
 type Sentinel struct {
 	t    testing.TB
 	opts SentinelOptions
@@ -59,6 +85,9 @@ type Sentinel struct {
 	servers   []*Server
 	sentinels []*Server
 	clients   []*redis.SentinelClient // one per sentinel, for the helper's own queries
+
+	// proxies, with SentinelOptions.Proxy, are the data servers' proxies.
+	proxies map[*Server]*Proxy
 }
 
 const (
@@ -117,16 +146,31 @@ func StartSentinel(t testing.TB, opts SentinelOptions) *Sentinel {
 		srv.Args = append(srv.Args, "--tls-replication", "yes")
 	}
 	srv.Args = append(srv.Args, opts.Server.Args...)
-	master := Start(t, srv)
+	start := func(o Options, i int) *Server {
+		if opts.Proxy == nil {
+			return Start(t, o)
+		}
+		if s.proxies == nil {
+			s.proxies = map[*Server]*Proxy{}
+		}
+		sv, p := startAnnouncingProxy(t, opts.Proxy, o, fmt.Sprintf("sentinel-server%d", i))
+		s.proxies[sv] = p
+		return sv
+	}
+	master := start(srv, 0)
 	s.servers = append(s.servers, master)
+	// With proxies, through the master's proxy (the address the sentinels
+	// know it by, which they would otherwise impose with REPLICAOF).
+	_, masterPort, _ := net.SplitHostPort(s.announced(master))
 	for i := 0; i < sentinelReplicas; i++ {
 		r := srv
-		r.Args = append(slices.Clone(srv.Args), "--replicaof", "127.0.0.1", strconv.Itoa(master.Port()))
-		s.servers = append(s.servers, Start(t, r))
+		r.Args = append(slices.Clone(srv.Args), "--replicaof", "127.0.0.1", masterPort)
+		s.servers = append(s.servers, start(r, 1+i))
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	// Each wait below bounds itself, and every query its own (queryOptions),
+	// so the wait's last try, after its timeout, still says what is missing.
+	ctx := context.Background()
 	// The sentinels learn the replicas from the master's INFO, which they ask
 	// at once and then every 10s: attach the replicas first.
 	var why string
@@ -167,6 +211,44 @@ func StartSentinel(t testing.TB, opts SentinelOptions) *Sentinel {
 	return s
 }
 
+// startAnnouncingProxy starts a data server behind a proxy of tp named
+// name-<server port>, announcing the proxy's port (replica-announce-port). A
+// replica announces its port when it attaches to its master, at start for one
+// started with --replicaof, so the proxy's port must be known before: it is
+// chosen free first, given as an argument (which Restart keeps), and the proxy
+// created on it once the server (its upstream) runs; when the port was taken
+// meanwhile, server and port are chosen again.
+func startAnnouncingProxy(t testing.TB, tp *Toxiproxy, opts Options, name string) (*Server, *Proxy) {
+	t.Helper()
+	var lastErr error
+	for attempt := 0; attempt < 5; attempt++ {
+		proxyPort, err := FreePort()
+		if err != nil {
+			t.Fatalf("redistest: %v", err)
+		}
+		o := opts
+		o.Args = append(slices.Clone(opts.Args), "--replica-announce-port", strconv.Itoa(proxyPort))
+		sv, err := StartProcess(o, t.TempDir())
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		sv.t = t
+		t.Cleanup(sv.Stop)
+		listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(proxyPort))
+		p, err := tp.createProxy(fmt.Sprintf("%s-%d", name, sv.Port()), listen, sv.Addr())
+		if err != nil {
+			lastErr = err
+			sv.Stop()
+			continue
+		}
+		p.deleteOnCleanup(t)
+		return sv, p
+	}
+	t.Fatalf("redistest: starting a proxied sentinel data server: %v", lastErr)
+	return nil, nil
+}
+
 // defaultPublishPeriod is sentinel's publish-period (ms) of hello messages.
 const defaultPublishPeriod = 2000
 
@@ -195,7 +277,8 @@ func (s *Sentinel) sentinelConfig(master *Server) string {
 		b.WriteByte('\n')
 	}
 	name := o.MasterName
-	line("sentinel", "monitor", name, "127.0.0.1", strconv.Itoa(master.Port()), strconv.Itoa(o.Quorum))
+	host, port, _ := net.SplitHostPort(s.announced(master))
+	line("sentinel", "monitor", name, host, port, strconv.Itoa(o.Quorum))
 	line("sentinel", "down-after-milliseconds", name, strconv.FormatInt(o.DownAfter.Milliseconds(), 10))
 	line("sentinel", "failover-timeout", name, strconv.FormatInt(o.FailoverTimeout.Milliseconds(), 10))
 	line("sentinel", "parallel-syncs", name, "1")
@@ -289,13 +372,21 @@ func (s *Sentinel) replicationUp(ctx context.Context, master *Server) string {
 
 // sentinelsReady says what some sentinel still lacks, or "".
 func (s *Sentinel) sentinelsReady(ctx context.Context, master *Server) string {
+	host, port, _ := net.SplitHostPort(s.announced(master))
 	want := map[string]string{
-		"ip":                  "127.0.0.1",
-		"port":                strconv.Itoa(master.Port()),
+		"ip":                  host,
+		"port":                port,
 		"flags":               "master",
 		"num-slaves":          strconv.Itoa(sentinelReplicas),
 		"num-other-sentinels": strconv.Itoa(sentinelCount - 1),
 	}
+	var replicas []string
+	for _, sv := range s.servers {
+		if sv != master {
+			replicas = append(replicas, s.announced(sv))
+		}
+	}
+	slices.Sort(replicas)
 	for i, c := range s.clients {
 		m, err := c.Master(ctx, s.opts.MasterName).Result()
 		if err != nil {
@@ -305,6 +396,18 @@ func (s *Sentinel) sentinelsReady(ctx context.Context, master *Server) string {
 			if m[k] != v {
 				return fmt.Sprintf("sentinel %s: %s is %q, want %q", s.sentinels[i].Addr(), k, m[k], v)
 			}
+		}
+		rs, err := c.Replicas(ctx, s.opts.MasterName).Result()
+		if err != nil {
+			return fmt.Sprintf("sentinel %s: SENTINEL REPLICAS: %v", s.sentinels[i].Addr(), err)
+		}
+		var got []string
+		for _, r := range rs {
+			got = append(got, net.JoinHostPort(r["ip"], r["port"]))
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, replicas) {
+			return fmt.Sprintf("sentinel %s: replicas %v, want %v", s.sentinels[i].Addr(), got, replicas)
 		}
 	}
 	return ""
@@ -324,9 +427,35 @@ func (s *Sentinel) MasterName() string { return s.opts.MasterName }
 
 // Servers are the master and the two replicas in the order they were started
 // (the first master first), whatever their roles now. A replica restarted with
-// Restart comes back as a replica of the first master; the sentinels then
-// point it at the current one.
+// Restart comes back as a replica of the first master (through its proxy, with
+// SentinelOptions.Proxy); the sentinels then point it at the current one.
 func (s *Sentinel) Servers() []*Server { return slices.Clone(s.servers) }
+
+// ProxyOf is the proxy in front of data server sv (one of Servers), or nil
+// when the deployment was started without SentinelOptions.Proxy.
+func (s *Sentinel) ProxyOf(sv *Server) *Proxy { return s.proxies[sv] }
+
+// Proxies are the data servers' proxies in the order of Servers, or nil when
+// the deployment was started without SentinelOptions.Proxy.
+func (s *Sentinel) Proxies() []*Proxy {
+	if s.proxies == nil {
+		return nil
+	}
+	var ps []*Proxy
+	for _, sv := range s.servers {
+		ps = append(ps, s.proxies[sv])
+	}
+	return ps
+}
+
+// announced is the address sv announces, which the sentinels report: its
+// proxy's with SentinelOptions.Proxy, else its own.
+func (s *Sentinel) announced(sv *Server) string {
+	if p := s.proxies[sv]; p != nil {
+		return p.Addr()
+	}
+	return sv.Addr()
+}
 
 // Sentinels are the three sentinel processes. Kill and Restart (which keeps
 // the sentinel's rewritten config, so it comes back knowing what it knew), or
@@ -340,7 +469,7 @@ func (s *Sentinel) Sentinels() []*Server { return slices.Clone(s.sentinels) }
 // MasterAddr is the master's address as the sentinels agree on it (see
 // WaitForFailover): it asks them SENTINEL GET-MASTER-ADDR-BY-NAME until every
 // answering sentinel reports the same address and a majority answers, or ctx
-// ends.
+// ends. With SentinelOptions.Proxy it is the address of the master's proxy.
 func (s *Sentinel) MasterAddr(ctx context.Context) (string, error) {
 	for {
 		addr, why := s.agreedMaster(ctx)
@@ -397,10 +526,11 @@ func (s *Sentinel) agreedMaster(ctx context.Context) (addr, why string) {
 	return addr, ""
 }
 
-// server is the Server listening on addr, or nil.
+// server is the data server listening on addr, or behind the proxy
+// listening on addr, or nil.
 func (s *Sentinel) server(addr string) *Server {
 	for _, sv := range s.servers {
-		if sv.Addr() == addr {
+		if sv.Addr() == addr || s.announced(sv) == addr {
 			return sv
 		}
 	}
@@ -451,9 +581,12 @@ func (s *Sentinel) KillMaster() *Server {
 // WaitForFailover waits until the sentinels agree (as in MasterAddr: every
 // sentinel that answers within 500ms, and a majority answers, so a stopped or
 // paused sentinel does not hold it up) on a master other than oldAddr, and
-// that master answers ROLE as a master; it returns the new master's address.
-// It does not wait for the other replicas to follow the new master. When ctx
-// ends first it returns an error saying what was still missing.
+// that master answers ROLE as a master; it returns the new master's address
+// as the sentinels report it (its proxy's, with SentinelOptions.Proxy).
+// oldAddr is the old master's Addr or, the same, the address the sentinels
+// reported for it. It does not wait for the other replicas to follow the new
+// master. When ctx ends first it returns an error saying what was still
+// missing.
 func (s *Sentinel) WaitForFailover(ctx context.Context, oldAddr string) (string, error) {
 	for {
 		addr, why := s.newMaster(ctx, oldAddr)
@@ -480,6 +613,9 @@ func (s *Sentinel) newMaster(ctx context.Context, oldAddr string) (addr, why str
 	sv := s.server(addr)
 	if sv == nil {
 		return "", fmt.Sprintf("sentinels report master %s, which is none of the servers", addr)
+	}
+	if sv == s.server(oldAddr) {
+		return "", fmt.Sprintf("the sentinels still report %s (%s)", addr, oldAddr)
 	}
 	c := redis.NewClient(queryOptions(sv))
 	defer c.Close()
