@@ -54,9 +54,9 @@ test-valkey: deps
 	@valkey-server --version
 	REDISTEST_SERVER=valkey $(GO) test -race -count=1 -p 1 -timeout 20m -skip '^TestSoak$$|Toxiproxy' ./conn/ ./internal/coalesce/ ./internal/redistest/
 
-## chaos: the long version of the network-fault matrix: on a standalone server and a cluster,
-## each client (Worker, API, plain go-redis) under CHAOS_FOR (60s) of random faults through
-## Toxiproxy, then the matrix's invariants (conn/chaos_test.go, build tag chaos); about 7 min
+## chaos: the long version of the network-fault matrix: on a standalone server, a cluster and
+## a Sentinel deployment, each client (Worker, API, plain go-redis) under CHAOS_FOR (60s) of random
+## faults through Toxiproxy, then the matrix's invariants (conn/chaos_test.go, build tag chaos); about 11 min
 ## on 2 cores. CHAOS_SEED replays a run's sequence (its seed is printed). CI runs it.
 CHAOS_FOR  ?= 60s
 CHAOS_SEED ?=

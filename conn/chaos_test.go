@@ -51,7 +51,7 @@ func TestNetFaultsChaos(t *testing.T) {
 	begin := time.Now()
 	table := &nfTable{}
 	var about []string
-	for ti, topo := range []string{"standalone", "cluster"} {
+	for ti, topo := range nfTopologies {
 		t.Run(topo, func(t *testing.T) {
 			e := nfSetUp(t, topo)
 			for ci, c := range e.clients {

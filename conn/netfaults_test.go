@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"slices"
@@ -19,13 +20,17 @@ import (
 	"github.com/redisconn/redisconn/internal/rediserr"
 	"github.com/redisconn/redisconn/internal/redistest"
 	"github.com/redisconn/redisconn/telemetry"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 )
 
 // Network faults through a real fault proxy (Toxiproxy), the short versions
 // of the fault x topology matrix that `make test` runs. Topologies: a
-// standalone server behind one proxy, and a 3-master cluster with a proxy in
+// standalone server behind one proxy, a 3-master cluster with a proxy in
 // front of every node (announced, so redirections go through the proxies
-// too); a fault is applied to every proxy of the topology. Clients: a
+// too), and a Sentinel deployment (a master and 2 replicas, each behind a
+// proxy the sentinels report; the sentinels themselves are reached
+// directly); a fault is applied to every proxy of the topology. Clients: a
 // Worker, an API, and a plain go-redis client (ContextTimeoutEnabled, pool
 // 200) as the baseline, each on keys of its own.
 //
@@ -102,6 +107,10 @@ const (
 	nfErrPause     = 50 * time.Millisecond  // a caller's pause after a failure
 	nfTablePath    = "/tmp/netfaults-table.md"
 )
+
+// nfTopologies are the topologies of the matrix: a standalone server, a
+// 3-master cluster, and a master with 2 replicas and 3 sentinels.
+var nfTopologies = []string{"standalone", "cluster", "sentinel"}
 
 // nfIncrDeadline is the deadline of INCR caller i: 300, 400 or 500 ms, so
 // that coalesced round trips group callers by deadline.
@@ -261,6 +270,9 @@ type nfClient struct {
 	publish func(ctx context.Context, channel string, values []any) nfPush
 	pool    func() *redis.PoolStats
 	limiter func() *conn.LimiterInfo // nil but for the Worker
+	// errorOps counts the failed operations of the client's
+	// db.client.operation.duration by error.type (nil for plain go-redis).
+	errorOps func() map[string]int64
 }
 
 // nfPush is what a push call reported: values[:acked] acknowledged,
@@ -404,6 +416,7 @@ type nfRun struct {
 	lag                                              time.Duration // the test process's timers' worst lateness
 	before, after                                    redis.PoolStats
 	limBefore, limAfter                              conn.LimiterInfo
+	opsBefore, opsAfter                              map[string]int64 // errorOps
 }
 
 // nfPhases are the fault's times, UnixNano; 0 until they happen.
@@ -814,6 +827,51 @@ func (r *nfRun) lateBeyondLag() int {
 }
 
 // rejectedContext is how much the Worker's rejected_context grew.
+// failedOps are the failed operations the client's metrics counted during
+// the run, by error.type.
+func (r *nfRun) failedOps() map[string]int64 {
+	ops := map[string]int64{}
+	for k, n := range r.opsAfter {
+		if d := n - r.opsBefore[k]; d > 0 {
+			ops[k] = d
+		}
+	}
+	return ops
+}
+
+// checkMetrics compares the failed operations the metrics counted with the
+// failures callers saw, leaving out those refused before anything was sent
+// (kind "...*": the context's own error in the limiter or the queue, a pool
+// timeout), which are no operation. The API's every failed call is an
+// operation of its error.type (and a command sent again adds one more); a
+// Worker's coalesced round trip is one operation, of the error of its first
+// failed command, so only its total is checked.
+func (r *nfRun) checkMetrics() string {
+	if r.c.errorOps == nil {
+		return ""
+	}
+	ops := r.failedOps()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var sent, counted int64
+	for k, n := range r.kinds {
+		if strings.HasSuffix(k, "*") {
+			continue
+		}
+		sent += int64(n)
+		if r.c.limiter == nil && ops[k] < int64(n) {
+			return fmt.Sprintf("%d calls failed with error.type %s, but db.client.operation.duration counted %d failed operations of it (%v)", n, k, ops[k], ops)
+		}
+	}
+	for _, n := range ops {
+		counted += n
+	}
+	if sent > 0 && counted == 0 {
+		return fmt.Sprintf("%d calls failed after their command was sent, but db.client.operation.duration counted no failed operation", sent)
+	}
+	return ""
+}
+
 func (r *nfRun) rejectedContext() int64 {
 	return r.limAfter.RejectedContext - r.limBefore.RejectedContext
 }
@@ -829,6 +887,14 @@ func (r *nfRun) cells() []string {
 		metrics += fmt.Sprintf("; limiter: rejected_context +%d (INCRs failed with the context's own error %d, calls with a context error %d), round trips +%d, peak waiting %d, peak in_flight %d",
 			r.rejectedContext(), r.incrCtxOwn.Load(), r.ctxErrs.Load(),
 			r.limAfter.CoalescedRoundTrips-r.limBefore.CoalescedRoundTrips, r.peakWaiting.Load(), r.peakInFlight.Load())
+	}
+	if ops := r.failedOps(); len(ops) > 0 {
+		kinds := slices.Sorted(maps.Keys(ops))
+		parts := make([]string, len(kinds))
+		for i, k := range kinds {
+			parts[i] = fmt.Sprintf("%s %d", k, ops[k])
+		}
+		metrics += "; failed operations by error.type: " + strings.Join(parts, ", ")
 	}
 	published := "-"
 	if r.sub != nil {
@@ -920,7 +986,7 @@ func TestNetFaultsThroughToxiproxy(t *testing.T) {
 	begin := time.Now()
 	table := &nfTable{}
 	t.Run("matrix", func(t *testing.T) {
-		for ti, topo := range []string{"standalone", "cluster"} {
+		for ti, topo := range nfTopologies {
 			t.Run(topo, func(t *testing.T) {
 				e := nfSetUp(t, topo)
 				for fi, f := range nfFaults {
@@ -958,6 +1024,21 @@ func nfSetUp(t *testing.T, topo string) *nfEnv {
 		plain = redis.NewClient(&redis.Options{Addr: p.Addr(), PoolSize: 200, ContextTimeoutEnabled: true})
 		e.check = srv.Client(t)
 		e.killers = []*redis.Client{srv.Client(t)}
+	case "sentinel":
+		// The sentinels monitor the servers through the proxies too, so
+		// they see every fault: down-after 5 s keeps a fault of at most
+		// 1.5 s from starting a failover.
+		sn := redistest.StartSentinel(t, redistest.SentinelOptions{Proxy: tp, DownAfter: 5 * time.Second})
+		e.proxies = sn.Proxies()
+		for _, cfg := range []*conn.Config{&wcfg, &acfg} {
+			cfg.SentinelAddrs, cfg.SentinelMaster = sn.SentinelAddrs(), sn.MasterName()
+		}
+		plain = redis.NewFailoverClient(&redis.FailoverOptions{
+			MasterName: sn.MasterName(), SentinelAddrs: sn.SentinelAddrs(), PoolSize: 200, ContextTimeoutEnabled: true,
+		})
+		master := sn.Master()
+		e.check = master.Client(t)
+		e.killers = []*redis.Client{master.Client(t)}
 	default:
 		cl := redistest.StartCluster(t, redistest.ClusterOptions{Masters: 3, Proxy: tp})
 		e.proxies = cl.Proxies()
@@ -986,9 +1067,49 @@ func nfSetUp(t *testing.T, topo string) *nfEnv {
 		}
 	}
 	t.Cleanup(func() { _ = plain.Close() })
-	e.clients = []*nfClient{nfWorker(newWorker(t, wcfg)), nfAPI(newAPI(t, acfg)), nfPlain(plain)}
+	wr, ar := sdkmetric.NewManualReader(), sdkmetric.NewManualReader()
+	w, err := conn.NewWorker(context.Background(), wcfg, conn.WithMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(wr))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.Close() })
+	a, err := conn.NewAPI(context.Background(), acfg, conn.WithMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(ar))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Close() })
+	wc, ac := nfWorker(w), nfAPI(a)
+	wc.errorOps, ac.errorOps = nfErrorOps(wr), nfErrorOps(ar)
+	e.clients = []*nfClient{wc, ac, nfPlain(plain)}
 	nfWarmUp(t, e)
 	return e
+}
+
+// nfErrorOps counts the failed operations that reader's
+// db.client.operation.duration holds, by error.type.
+func nfErrorOps(reader *sdkmetric.ManualReader) func() map[string]int64 {
+	return func() map[string]int64 {
+		var rm metricdata.ResourceMetrics
+		out := map[string]int64{}
+		if err := reader.Collect(context.Background(), &rm); err != nil {
+			out["collect: "+err.Error()] = -1
+			return out
+		}
+		for _, sm := range rm.ScopeMetrics {
+			for _, m := range sm.Metrics {
+				h, ok := m.Data.(metricdata.Histogram[float64])
+				if m.Name != telemetry.OperationDuration || !ok {
+					continue
+				}
+				for _, dp := range h.DataPoints {
+					if v, ok := dp.Attributes.Value(telemetry.AttrErrorType); ok {
+						out[v.AsString()] += int64(dp.Count)
+					}
+				}
+			}
+		}
+		return out
+	}
 }
 
 // nfLoad is the workload of every client of e, running until halt.
@@ -1013,6 +1134,9 @@ func nfStart(clients []*nfClient, prefix string, check redis.UniversalClient) *n
 		r.before = *c.pool()
 		if c.limiter != nil {
 			r.limBefore = *c.limiter()
+		}
+		if c.errorOps != nil {
+			r.opsBefore = c.errorOps()
 		}
 		l.runs = append(l.runs, r)
 	}
@@ -1094,6 +1218,9 @@ func nfRunFault(t *testing.T, e *nfEnv, f nfFault, ci int, report func(row []str
 		if r.c.limiter != nil {
 			r.limAfter = *r.c.limiter()
 		}
+		if r.c.errorOps != nil {
+			r.opsAfter = r.c.errorOps()
+		}
 		r.verify(t, e.check)
 		r.verifyPublished()
 		row := append([]string{f.name, e.topo, r.c.name}, r.cells()...)
@@ -1145,6 +1272,9 @@ func nfRunFault(t *testing.T, e *nfEnv, f nfFault, ci int, report func(row []str
 		}
 		if ok := r.firstOK.Load(); ok < 0 || time.Duration(ok) > nfFirstOKBound {
 			fail("first success %s after the fault was removed, want within %v", nfDur(ok), nfFirstOKBound)
+		}
+		if bad := r.checkMetrics(); bad != "" {
+			fail("%s", bad)
 		}
 		if r.notIdle != "" {
 			fail("not idle %v after the load stopped: %s", nfIdleBound, r.notIdle)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -83,93 +84,110 @@ func TestAPISendsAgainWhatCertainlyDidNotRun(t *testing.T) {
 	}
 }
 
-// A command that may have reached Redis is never sent again. Here a proxy
-// swallows every reply (Toxiproxy's timeout toxic) and, 200 ms later,
-// closes the connections it held: the INCR ran, its reply is lost, and the
-// connection ends with an EOF. The API reports the failure and the counter
-// holds one increment. Plain go-redis, the baseline, sends the INCR again
-// on a new connection and the counter holds two.
-func TestAPIDoesNotSendAgainWhatMayHaveRun(t *testing.T) {
+// A command that may have reached Redis is never sent again, by the API
+// nor by a Worker's commands that are not coalesced (coalesced ones: the
+// fault matrix, TestNetFaultsThroughToxiproxy). Here a proxy swallows every
+// reply (Toxiproxy's timeout toxic) and, 200 ms later, closes the
+// connections it held: the INCR ran, its reply is lost, and the connection
+// ends with an EOF. The manager reports the failure and the counter holds
+// one increment. Plain go-redis, the baseline, sends the INCR again on a new
+// connection and the counter holds two.
+func TestNothingThatMayHaveRunIsSentAgain(t *testing.T) {
 	tp := redistest.StartToxiproxy(t)
-	for _, topo := range []string{"standalone", "cluster"} {
+	for _, topo := range []string{"standalone", "cluster", "sentinel"} {
 		t.Run(topo, func(t *testing.T) {
 			var (
 				proxies []*redistest.Proxy
 				masters []*redistest.Server
 				plain   redis.UniversalClient
 			)
-			cfg := conn.DefaultConfig(conn.RoleAPI)
+			acfg, wcfg := conn.DefaultConfig(conn.RoleAPI), conn.DefaultConfig(conn.RoleWorker)
 			if topo == "standalone" {
 				srv := redistest.Start(t, redistest.Options{})
 				p := tp.Proxy(t, "resend-"+strconv.Itoa(srv.Port()), srv.Addr())
 				proxies, masters = []*redistest.Proxy{p}, []*redistest.Server{srv}
-				cfg.Host, cfg.Port = "127.0.0.1", p.Port()
+				acfg.Host, acfg.Port = "127.0.0.1", p.Port()
+				wcfg.Host, wcfg.Port = "127.0.0.1", p.Port()
 				plain = redis.NewClient(&redis.Options{Addr: p.Addr(), ContextTimeoutEnabled: true})
+			} else if topo == "sentinel" {
+				sn := redistest.StartSentinel(t, redistest.SentinelOptions{Proxy: tp, DownAfter: 5 * time.Second})
+				proxies, masters = sn.Proxies(), []*redistest.Server{sn.Master()}
+				for _, cfg := range []*conn.Config{&acfg, &wcfg} {
+					cfg.SentinelAddrs, cfg.SentinelMaster = sn.SentinelAddrs(), sn.MasterName()
+				}
+				plain = redis.NewFailoverClient(&redis.FailoverOptions{MasterName: sn.MasterName(), SentinelAddrs: sn.SentinelAddrs(), ContextTimeoutEnabled: true})
 			} else {
 				cl := redistest.StartCluster(t, redistest.ClusterOptions{Proxy: tp})
 				proxies, masters = cl.Proxies(), cl.Masters
-				cfg.ClusterAddrs = cl.Addrs()
+				acfg.ClusterAddrs, wcfg.ClusterAddrs = cl.Addrs(), cl.Addrs()
 				plain = redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs(), ContextTimeoutEnabled: true})
 			}
 			t.Cleanup(func() { _ = plain.Close() })
-			a := newAPI(t, cfg)
-			inner := &countHook{only: "incr"}
-			ctx := ctxTimeout(t, 30*time.Second)
-			count := func(key string) (n int64) {
-				for _, m := range masters {
-					v, _ := m.Client(t).Get(ctx, key).Int64()
-					n += v
-				}
-				return n
+			a := newAPI(t, acfg)
+			w, err := conn.NewWorker(context.Background(), wcfg, conn.WithCoalescing(false))
+			if err != nil {
+				t.Fatal(err)
 			}
-			// Connections to the keys' servers are open before the fault.
-			for _, c := range []redis.UniversalClient{a, plain} {
-				for _, k := range []string{"resend:api", "resend:plain"} {
-					if err := c.Incr(ctx, k).Err(); err != nil {
-						t.Fatal(err)
+			t.Cleanup(func() { _ = w.Close() })
+			for _, m := range []struct {
+				name     string
+				c        redis.UniversalClient
+				embedded redis.UniversalClient
+			}{{"api", a, a.UniversalClient}, {"worker", w, w.UniversalClient}} {
+				t.Run(m.name, func(t *testing.T) {
+					ctx := ctxTimeout(t, 30*time.Second)
+					key, plainKey := "resend:"+m.name, "resend:plain:"+m.name
+					count := func(key string) (n int64) {
+						for _, s := range masters {
+							v, _ := s.Client(t).Get(ctx, key).Int64()
+							n += v
+						}
+						return n
 					}
-				}
-			}
-			api0, plain0 := count("resend:api"), count("resend:plain")
-			if cc, ok := a.UniversalClient.(*redis.ClusterClient); ok {
-				if err := cc.ForEachShard(ctx, func(_ context.Context, n *redis.Client) error {
-					n.AddHook(inner)
-					return nil
-				}); err != nil {
-					t.Fatal(err)
-				}
-			} else {
-				a.UniversalClient.AddHook(inner)
-			}
+					// Connections to the keys' servers are open before the fault.
+					for _, c := range []redis.UniversalClient{m.c, plain} {
+						for _, k := range []string{key, plainKey} {
+							if err := c.Incr(ctx, k).Err(); err != nil {
+								t.Fatal(err)
+							}
+						}
+					}
+					n0, plain0 := count(key), count(plainKey)
+					inner := &countHook{only: "incr"}
+					if cc, ok := m.embedded.(*redis.ClusterClient); ok {
+						if err := cc.ForEachShard(ctx, func(_ context.Context, n *redis.Client) error {
+							n.AddHook(inner)
+							return nil
+						}); err != nil {
+							t.Fatal(err)
+						}
+					} else {
+						m.embedded.AddHook(inner)
+					}
 
-			for _, p := range proxies {
-				p.Timeout(t, redistest.Downstream, 0)
-			}
-			var apiErr, plainErr error
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				apiErr = a.Incr(ctx, "resend:api").Err()
-			}()
-			plainDone := make(chan struct{})
-			go func() {
-				defer close(plainDone)
-				plainErr = plain.Incr(ctx, "resend:plain").Err()
-			}()
-			time.Sleep(200 * time.Millisecond)
-			tp.Reset(t) // closes the connections the toxic held
-			<-done
-			<-plainDone
-			apiN, plainN := count("resend:api")-api0, count("resend:plain")-plain0
-			t.Logf("one INCR whose reply was lost: the API's applied %d times, sent %d times (%v); plain go-redis's applied %d times (%v)",
-				apiN, inner.singles.Load(), apiErr, plainN, plainErr)
-			if apiN != 1 {
-				t.Errorf("the API's INCR was applied %d times, want 1", apiN)
-			} else if apiErr == nil {
-				t.Fatal("the API's INCR succeeded: the fault did not happen")
-			}
-			if s := inner.singles.Load(); s != 1 {
-				t.Errorf("the API's INCR was sent %d times, want 1", s)
+					for _, p := range proxies {
+						p.Timeout(t, redistest.Downstream, 0)
+					}
+					var err, plainErr error
+					var wg sync.WaitGroup
+					wg.Add(2)
+					go func() { defer wg.Done(); err = m.c.Incr(ctx, key).Err() }()
+					go func() { defer wg.Done(); plainErr = plain.Incr(ctx, plainKey).Err() }()
+					time.Sleep(200 * time.Millisecond)
+					tp.Reset(t) // closes the connections the toxic held
+					wg.Wait()
+					n, plainN := count(key)-n0, count(plainKey)-plain0
+					t.Logf("one INCR whose reply was lost: applied %d times, sent %d times (%v); plain go-redis's applied %d times (%v)",
+						n, inner.singles.Load(), err, plainN, plainErr)
+					if n != 1 {
+						t.Errorf("the INCR was applied %d times, want 1", n)
+					} else if err == nil {
+						t.Fatal("the INCR succeeded: the fault did not happen")
+					}
+					if s := inner.singles.Load(); s != 1 {
+						t.Errorf("the INCR was sent %d times, want 1", s)
+					}
+				})
 			}
 		})
 	}
