@@ -49,7 +49,7 @@ test: deps toxiproxy lint rules
 ## soak (TestSoak), internal/coalesce, and internal/redistest but the Toxiproxy tests.
 ## Not part of `make test`; about 2.5 min on 2 cores.
 .PHONY: test-valkey
-test-valkey: deps
+test-valkey: deps toxiproxy
 	@command -v valkey-server >/dev/null 2>&1 || { echo "test-valkey: valkey-server is not installed; make deps could not install it (see above)" >&2; exit 1; }
 	@valkey-server --version
 	REDISTEST_SERVER=valkey $(GO) test -race -count=1 -p 1 -timeout 20m -skip '^TestSoak$$|Toxiproxy' ./conn/ ./internal/coalesce/ ./internal/redistest/

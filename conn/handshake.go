@@ -17,8 +17,9 @@ import (
 // ErrMaxClients is the cause of a connection that the Redis server refused
 // because it already has maxclients clients. Operations that needed the new
 // connection fail with an error wrapping it (errors.Is), marked as a dial
-// failure: nothing was sent, and go-redis retries single commands as it
-// retries any dial failure (batch chunks are retried the same way).
+// failure: nothing was sent, so the operation goes again after a backoff,
+// as go-redis sends again after any dial failure (batch chunks and
+// coalesced round trips the same way).
 // Its error.type in metrics and spans is "max_clients".
 var ErrMaxClients error = maxClientsError{}
 
