@@ -559,52 +559,10 @@ func (r *nfRun) start(wg *sync.WaitGroup, stop <-chan struct{}, ph *nfPhases) {
 	}
 	for j := 0; j < nfPushCallers; j++ {
 		key := r.prefix + ":l:" + strconv.Itoa(j)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for next := 0; !stopped(); next += nfPushItems {
-				values := make([]any, nfPushItems)
-				for k := range values {
-					values[k] = strconv.Itoa(next + k)
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), nfPushDeadline)
-				start := time.Now()
-				p := r.c.push(ctx, key, values)
-				cancel()
-				if p.bad != "" && r.badBatch.Add(1) == 1 {
-					r.badBatchErr.Store(p.bad)
-				}
-				for k := range values {
-					r.lists[j] = append(r.lists[j], nfItemState(p, k))
-				}
-				r.record(ph, start, nfPushDeadline, p.err, p.err != nil && p.to <= p.from)
-				time.Sleep(nfPushPace)
-			}
-		}()
+		r.batches(wg, stopped, ph, &r.lists[j], func(ctx context.Context, values []any) nfPush { return r.c.push(ctx, key, values) })
 	}
 	if r.c.publish != nil && r.subErr == nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for next := 0; !stopped(); next += nfPushItems {
-				values := make([]any, nfPushItems)
-				for k := range values {
-					values[k] = strconv.Itoa(next + k)
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), nfPushDeadline)
-				start := time.Now()
-				p := r.c.publish(ctx, r.prefix+":p", values)
-				cancel()
-				if p.bad != "" && r.badBatch.Add(1) == 1 {
-					r.badBatchErr.Store(p.bad)
-				}
-				for k := range values {
-					r.pubs = append(r.pubs, nfItemState(p, k))
-				}
-				r.record(ph, start, nfPushDeadline, p.err, p.err != nil && p.to <= p.from)
-				time.Sleep(nfPushPace)
-			}
-		}()
+		r.batches(wg, stopped, ph, &r.pubs, func(ctx context.Context, values []any) nfPush { return r.c.publish(ctx, r.prefix+":p", values) })
 	}
 	if r.c.limiter != nil {
 		wg.Add(1)
@@ -625,6 +583,34 @@ func (r *nfRun) start(wg *sync.WaitGroup, stop <-chan struct{}, ph *nfPhases) {
 			}
 		}()
 	}
+}
+
+// batches starts a caller that sends numbered items (nfPushItems a call,
+// numbers never reused) with send until stopped, and notes each item's state
+// in states.
+func (r *nfRun) batches(wg *sync.WaitGroup, stopped func() bool, ph *nfPhases, states *[]uint8, send func(ctx context.Context, values []any) nfPush) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for next := 0; !stopped(); next += nfPushItems {
+			values := make([]any, nfPushItems)
+			for k := range values {
+				values[k] = strconv.Itoa(next + k)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), nfPushDeadline)
+			start := time.Now()
+			p := send(ctx, values)
+			cancel()
+			if p.bad != "" && r.badBatch.Add(1) == 1 {
+				r.badBatchErr.Store(p.bad)
+			}
+			for k := range values {
+				*states = append(*states, nfItemState(p, k))
+			}
+			r.record(ph, start, nfPushDeadline, p.err, p.err != nil && p.to <= p.from)
+			time.Sleep(nfPushPace)
+		}
+	}()
 }
 
 // nfItemState is the state of item k of a batch call that reported p.
