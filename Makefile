@@ -68,9 +68,11 @@ rules:
 	promtool check rules alerts/redisconn.rules.yml
 	cd alerts && promtool test rules redisconn.rules.test.yml
 
-## e2e: the dashboards and alert rules against a real Prometheus, and the traces of a run against a real Jaeger
-e2e: deps jaeger
-	$(GO) test -tags e2e -count=1 -timeout 30m -v ./e2e/
+## e2e: the dashboards and alert rules against a real Prometheus, the alerts' lead time on ramps to
+## exhaustion (about 12 min: e2e/ramps_test.go), no false alarm under the demo's load, and the traces
+## of a run against a real Jaeger
+e2e: deps jaeger toxiproxy
+	$(GO) test -tags e2e -count=1 -timeout 40m -v ./e2e/
 
 ## generate: regenerate dashboards/redisconn.json from dashboards/dashboards.go and README's
 ## metrics table from telemetry.Signals

@@ -12,6 +12,13 @@
 // alerts of Sentinel-only signals (telemetry.Signal.SentinelOnly) must parse and
 // return nothing, and those alerts must stay silent.
 //
+// ramps_test.go measures the alerts' lead time: real managers driven step by
+// step toward four kinds of exhaustion (the Worker's limiter, the API's pool,
+// the server's maxclients, a fleet over its connection budget), a real
+// Prometheus with the shipped rules at production pace scaled down 5 times,
+// and whether an alert fires before the first caller fails; and that the
+// demo's load raises no alert.
+//
 // traces_test.go proves the traces of an agent run against a real Jaeger
 // (built once from tools/go.mod by scripts/jaeger.sh when missing): the
 // example API and worker processes, a password-protected redis-server, one
@@ -288,27 +295,38 @@ type prometheus struct {
 	base string
 }
 
+// startPrometheus starts Prometheus scraping target and evaluating the
+// project's rules every second, with every `for:` at 1s (in a temporary copy
+// only).
 func startPrometheus(t *testing.T, bin, target string) *prometheus {
+	t.Helper()
+	forAll := regexp.MustCompile(`(?m)^(\s+)for: \S+`)
+	return startPrometheusWith(t, bin, target, time.Second, func(rules []byte) []byte {
+		return forAll.ReplaceAll(rules, []byte("${1}for: 1s"))
+	})
+}
+
+// startPrometheusWith starts Prometheus scraping target and evaluating the
+// project's rules, as rewrite returns them, every interval.
+func startPrometheusWith(t *testing.T, bin, target string, interval time.Duration, rewrite func([]byte) []byte) *prometheus {
 	t.Helper()
 	dir := t.TempDir()
 	rules, err := os.ReadFile(rulesFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The same rules with every `for:` at 1s, in a temporary copy only.
-	fast := regexp.MustCompile(`(?m)^(\s+)for: \S+`).ReplaceAll(rules, []byte("${1}for: 1s"))
-	if err := os.WriteFile(filepath.Join(dir, "rules.yml"), fast, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "rules.yml"), rewrite(rules), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	config := fmt.Sprintf(`global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
+  scrape_interval: %s
+  evaluation_interval: %s
 rule_files: [%q]
 scrape_configs:
   - job_name: redisconn-e2e
     static_configs:
       - targets: [%q]
-`, filepath.Join(dir, "rules.yml"), target)
+`, promDuration(interval), promDuration(interval), filepath.Join(dir, "rules.yml"), target)
 	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -361,6 +379,9 @@ scrape_configs:
 	}
 	return p
 }
+
+// promDuration writes d as Prometheus reads durations: whole milliseconds.
+func promDuration(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) + "ms" }
 
 func tailLines(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
