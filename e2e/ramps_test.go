@@ -153,6 +153,11 @@ type rampEnv struct {
 	prom *prometheus
 	tl   *timeline
 
+	// The ramp's callers: loop starts one, halt stops them all.
+	stop  chan struct{}
+	wg    sync.WaitGroup
+	calls atomic.Int64
+
 	start    time.Time
 	mu       sync.Mutex
 	firstAt  time.Duration // -1 until a caller failed
@@ -168,7 +173,7 @@ func newRampEnv(t *testing.T, server redistest.Options) *rampEnv {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	e := &rampEnv{t: t, ctx: ctx, firstAt: -1}
+	e := &rampEnv{t: t, ctx: ctx, firstAt: -1, stop: make(chan struct{})}
 	e.srv = redistest.Start(t, server)
 	e.tel, err = otelsetup.Setup(ctx, otelsetup.WithGlobal(false), otelsetup.WithServiceName("ramp"),
 		otelsetup.WithSampler(sdktrace.NeverSample()))
@@ -418,90 +423,90 @@ func rampWorkerLimiter(t *testing.T) rampRow {
 	}
 	defer w.Close()
 	sleeper := e.srv.Client(t)
-
-	var (
-		stop  = make(chan struct{})
-		wg    sync.WaitGroup
-		step  atomic.Int64
-		calls atomic.Int64
-	)
-	stopped := func() bool {
-		select {
-		case <-stop:
-			return true
-		default:
-			return false
-		}
+	values := make([]any, 60)
+	for k := range values {
+		values[k] = k
 	}
-	caller := func(i int) {
-		defer wg.Done()
-		values := make([]any, 60)
-		for k := range values {
-			values[k] = k
-		}
-		key := "ramp:w:" + strconv.Itoa(i)
-		for !stopped() {
-			ctx, cancel := context.WithTimeout(e.ctx, 250*time.Millisecond)
-			var err error
-			if i%5 == 0 {
-				_, err = w.BatchRPush(ctx, key+":l", values...)
-			} else {
-				err = w.Incr(ctx, key).Err()
-			}
-			cancel()
-			calls.Add(1)
-			e.fail(err)
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	var step atomic.Int64
 	e.begin()
-	wg.Add(1)
-	go func() { // the slow server
-		defer wg.Done()
-		for !stopped() {
-			k := step.Load()
-			dose := 20*time.Millisecond + time.Duration(k)*10*time.Millisecond
-			duty := min(0.10+0.05*float64(k), 0.90)
-			if err := sleeper.Do(e.ctx, "debug", "sleep", strconv.FormatFloat(dose.Seconds(), 'f', 3, 64)).Err(); err != nil && e.ctx.Err() == nil {
-				t.Errorf("DEBUG SLEEP: %v", err)
-				return
-			}
-			time.Sleep(time.Duration(float64(dose) * (1 - duty) / duty))
+	var sleepErr atomic.Bool
+	e.loop(0, func() { // the slow server
+		k := step.Load()
+		dose := 20*time.Millisecond + time.Duration(k)*10*time.Millisecond
+		duty := min(0.10+0.05*float64(k), 0.90)
+		err := sleeper.Do(e.ctx, "debug", "sleep", strconv.FormatFloat(dose.Seconds(), 'f', 3, 64)).Err()
+		if err != nil && e.ctx.Err() == nil && sleepErr.CompareAndSwap(false, true) {
+			t.Errorf("DEBUG SLEEP: %v", err)
 		}
-	}()
+		time.Sleep(time.Duration(float64(dose) * (1 - duty) / duty))
+	})
 	callers := 0
 	for k := 0; !e.over(12 * time.Minute / rampScale); k++ {
 		step.Store(int64(k))
 		for j := 0; j < 20; j++ {
-			wg.Add(1)
-			go caller(callers)
+			key, batch := "ramp:w:"+strconv.Itoa(callers), callers%5 == 0
+			e.loop(20*time.Millisecond, func() {
+				ctx, cancel := context.WithTimeout(e.ctx, 250*time.Millisecond)
+				defer cancel()
+				if batch {
+					_, err := w.BatchRPush(ctx, key+":l", values...)
+					e.fail(err)
+				} else {
+					e.fail(w.Incr(ctx, key).Err())
+				}
+			})
 			callers++
 		}
 		time.Sleep(rampStep)
 	}
-	close(stop)
-	wg.Wait()
-	r := e.row("Worker limiter", fmt.Sprintf("%d callers at the end, %d calls", callers, calls.Load()))
-	checkLead(t, r)
-	return r
+	return e.finish("Worker limiter", fmt.Sprintf("%d callers at the end", callers))
 }
 
-// loop runs fn in a goroutine of wg until stop closes, pausing pause after
-// each call.
-func loop(wg *sync.WaitGroup, stop <-chan struct{}, pause time.Duration, fn func()) {
-	wg.Add(1)
+// stopped reports whether halt was called.
+func (e *rampEnv) stopped() bool {
+	select {
+	case <-e.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// loop starts a caller that runs call until halt, pausing pause after each,
+// and counts its calls.
+func (e *rampEnv) loop(pause time.Duration, call func()) {
+	e.wg.Add(1)
 	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			fn()
+		defer e.wg.Done()
+		for !e.stopped() {
+			call()
+			e.calls.Add(1)
 			time.Sleep(pause)
 		}
 	}()
+}
+
+// halt stops the callers and waits for them.
+func (e *rampEnv) halt() {
+	close(e.stop)
+	e.wg.Wait()
+}
+
+// finish stops the callers, and returns and checks the ramp's row.
+func (e *rampEnv) finish(ramp, setup string) rampRow {
+	e.halt()
+	r := e.row(ramp, fmt.Sprintf("%s; %d calls", setup, e.calls.Load()))
+	checkLead(e.t, r)
+	return r
+}
+
+// get is a GET that fails the ramp on any error but a nil reply.
+func (e *rampEnv) get(c redis.Cmdable, key string, deadline time.Duration) {
+	ctx, cancel := context.WithTimeout(e.ctx, deadline)
+	defer cancel()
+	if err := c.Get(ctx, key).Err(); err != redis.Nil {
+		e.fail(err)
+	}
 }
 
 // rampAPIPool: a default API (pool 128) whose pool timeout is 250 ms
@@ -520,35 +525,18 @@ func rampAPIPool(t *testing.T) rampRow {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	var (
-		stop  = make(chan struct{})
-		wg    sync.WaitGroup
-		calls atomic.Int64
-	)
 	e.begin()
 	callers := 0
 	for k := 1; !e.over(20 * time.Minute / rampScale); k++ {
 		p.UpdateToxic(t, redistest.Toxic{Name: latency, Attributes: map[string]any{"latency": 5 * k}})
 		for j := 0; j < 10; j++ {
 			key := "ramp:a:" + strconv.Itoa(callers)
-			loop(&wg, stop, 20*time.Millisecond, func() {
-				ctx, cancel := context.WithTimeout(e.ctx, 2*time.Second)
-				err := a.Get(ctx, key).Err()
-				cancel()
-				calls.Add(1)
-				if err != nil && !errors.Is(err, redis.Nil) {
-					e.fail(err)
-				}
-			})
+			e.loop(20*time.Millisecond, func() { e.get(a, key, 2*time.Second) })
 			callers++
 		}
 		time.Sleep(rampStep)
 	}
-	close(stop)
-	wg.Wait()
-	r := e.row("API pool", fmt.Sprintf("%d callers at the end, %d calls", callers, calls.Load()))
-	checkLead(t, r)
-	return r
+	return e.finish("API pool", fmt.Sprintf("%d callers at the end", callers))
 }
 
 // rampMaxClients: a redis-server with maxclients 120 and more and more API
@@ -558,11 +546,6 @@ func rampAPIPool(t *testing.T) rampRow {
 // (ErrMaxClients). The managers' INFO cache (10 s) is not scaled.
 func rampMaxClients(t *testing.T) rampRow {
 	e := newRampEnv(t, redistest.Options{Args: []string{"--maxclients", "120"}})
-	var (
-		stop  = make(chan struct{})
-		wg    sync.WaitGroup
-		calls atomic.Int64
-	)
 	managers := 0
 	addManager := func() {
 		cfg := conn.DefaultConfig(conn.RoleAPI)
@@ -575,15 +558,7 @@ func rampMaxClients(t *testing.T) rampRow {
 		t.Cleanup(func() { _ = a.Close() })
 		managers++
 		for j := 0; j < 8; j++ {
-			loop(&wg, stop, 10*time.Millisecond, func() {
-				ctx, cancel := context.WithTimeout(e.ctx, time.Second)
-				err := a.Get(ctx, "ramp:m").Err()
-				cancel()
-				calls.Add(1)
-				if err != nil && !errors.Is(err, redis.Nil) {
-					e.fail(err)
-				}
-			})
+			e.loop(10*time.Millisecond, func() { e.get(a, "ramp:m", time.Second) })
 		}
 	}
 	addManager()
@@ -594,11 +569,7 @@ func rampMaxClients(t *testing.T) rampRow {
 			addManager()
 		}
 	}
-	close(stop)
-	wg.Wait()
-	r := e.row("server maxclients", fmt.Sprintf("maxclients 120, %d API managers of pool 16 at the end, %d calls", managers, calls.Load()))
-	checkLead(t, r)
-	return r
+	return e.finish("server maxclients", fmt.Sprintf("maxclients 120, %d API managers of pool 16 at the end", managers))
 }
 
 // rampFleetBudget: a fleet of Workers of pool 30 (limiter 30) on a
@@ -610,37 +581,8 @@ func rampMaxClients(t *testing.T) rampRow {
 // (ErrMaxClients).
 func rampFleetBudget(t *testing.T) rampRow {
 	e := newRampEnv(t, redistest.Options{Args: []string{"--maxclients", "100"}})
-	var (
-		stop  = make(chan struct{})
-		wg    sync.WaitGroup
-		calls atomic.Int64
-		busy  atomic.Bool
-	)
-	caller := func(w *conn.Worker, i int, always bool) {
-		key := "ramp:f:" + strconv.Itoa(i)
-		loop(&wg, stop, 10*time.Millisecond, func() {
-			if !always && !busy.Load() {
-				return
-			}
-			ctx, cancel := context.WithTimeout(e.ctx, 10*time.Second)
-			var err error
-			if always {
-				err = w.Incr(ctx, key).Err()
-			} else {
-				// An explicit pipeline takes a permit and a connection of
-				// the limiter's share of its own (coalesced commands share
-				// the few connections of the round trips).
-				_, err = w.Pipelined(ctx, func(p redis.Pipeliner) error {
-					p.Incr(ctx, key)
-					return nil
-				})
-			}
-			cancel()
-			calls.Add(1)
-			e.fail(err)
-		})
-	}
-	addWorker := func(wi int) {
+	var workers []*conn.Worker
+	addWorker := func() {
 		cfg := conn.DefaultConfig(conn.RoleWorker)
 		cfg.Host, cfg.Port, cfg.PoolSize, cfg.MaxConcurrentOps = "127.0.0.1", e.srv.Port(), 30, 30
 		w, err := conn.NewWorker(e.ctx, cfg, e.opts()...)
@@ -648,22 +590,44 @@ func rampFleetBudget(t *testing.T) rampRow {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = w.Close() })
-		for j := 0; j < 60; j++ {
-			caller(w, wi*100+j, j < 4)
+		for j := 0; j < 4; j++ {
+			key := fmt.Sprintf("ramp:f:%d:%d", len(workers), j)
+			e.loop(10*time.Millisecond, func() {
+				ctx, cancel := context.WithTimeout(e.ctx, 10*time.Second)
+				defer cancel()
+				e.fail(w.Incr(ctx, key).Err())
+			})
 		}
+		workers = append(workers, w)
 	}
-	addWorker(0)
-	addWorker(1)
+	addWorker()
+	addWorker()
 	e.begin()
 	time.Sleep(rampStep)
-	addWorker(2)
-	addWorker(3)
+	addWorker()
+	addWorker()
 	stalled := false
 	for k := 0; !e.over(40 * time.Minute / rampScale); k++ {
 		if a, ok := e.tl.snapshot()["RedisconnFleetOverConnectionBudget"]; ok && a.firing >= 0 && !stalled &&
 			time.Since(e.start) >= a.firing+2*rampStep {
 			stalled = true
-			busy.Store(true)
+			// An explicit pipeline takes a permit and a connection of the
+			// limiter's share of its own (coalesced commands share the few
+			// connections of the round trips).
+			for wi, w := range workers {
+				for j := 0; j < 56; j++ {
+					key := fmt.Sprintf("ramp:f:%d:p%d", wi, j)
+					e.loop(10*time.Millisecond, func() {
+						ctx, cancel := context.WithTimeout(e.ctx, 10*time.Second)
+						defer cancel()
+						_, err := w.Pipelined(ctx, func(p redis.Pipeliner) error {
+							p.Incr(ctx, key)
+							return nil
+						})
+						e.fail(err)
+					})
+				}
+			}
 			time.Sleep(rampStep)
 			e.srv.Pause()
 			time.Sleep(3 * time.Second)
@@ -671,11 +635,7 @@ func rampFleetBudget(t *testing.T) rampRow {
 		}
 		time.Sleep(rampStep)
 	}
-	close(stop)
-	wg.Wait()
-	r := e.row("fleet over budget", fmt.Sprintf("2 then 4 workers of pool 30 on maxclients 100, stalled 3 s once the budget alert fired: %v; %d calls", stalled, calls.Load()))
-	checkLead(t, r)
-	return r
+	return e.finish("fleet over budget", fmt.Sprintf("2 then 4 workers of pool 30 on maxclients 100, stalled 3 s once the budget alert fired: %v", stalled))
 }
 
 // TestNoFalseAlarmsUnderHealthyLoad: the demo's load (16 agent runs at once,
@@ -701,14 +661,9 @@ func TestNoFalseAlarmsUnderHealthyLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	var (
-		stop = make(chan struct{})
-		wg   sync.WaitGroup
-		runs atomic.Int64
-	)
 	e.begin()
 	for i := 0; i < 16; i++ {
-		loop(&wg, stop, 0, func() {
+		e.loop(0, func() {
 			job := agentrun.Job{ID: agentrun.NewID(), Responses: 200}
 			ctx, cancel := context.WithTimeout(e.ctx, 30*time.Second)
 			defer cancel()
@@ -732,15 +687,13 @@ func TestNoFalseAlarmsUnderHealthyLoad(t *testing.T) {
 			}()
 			_, err := agentrun.Produce(ctx, w, job, agentrun.ProduceOptions{BatchSize: 50, Delay: 20 * time.Millisecond, TTL: time.Minute})
 			e.fail(err)
-			runs.Add(1)
 			done <- struct{}{}
 			<-done
 		})
 	}
 	time.Sleep(10 * time.Minute / rampScale)
-	close(stop)
-	wg.Wait()
-	r := e.row("healthy", fmt.Sprintf("%d agent runs", runs.Load()))
+	e.halt()
+	r := e.row("healthy", fmt.Sprintf("%d agent runs", e.calls.Load()))
 	t.Log(r.String())
 	if r.firstAt >= 0 {
 		t.Errorf("a caller failed under the healthy load: %s", r.first)
