@@ -122,8 +122,8 @@ var signals = []Signal{
 	},
 	{
 		Name: LimiterWaiting, Kind: KindUpDownCounter, Unit: "{caller}",
-		Description: "Callers whose command is not sent yet: waiting for a limiter permit, or queued for a coalesced round trip " +
-			"(a round trip waiting for its permit counts once).",
+		Description: "Callers whose command is not sent yet: waiting for a limiter permit, queued for a coalesced round trip, " +
+			"or in one waiting for its permit. A call counts once, however many commands it sends (a batch chunk of 50 is one).",
 	},
 	{
 		Name: LimiterLimit, Kind: KindGauge, Unit: "{operation}",

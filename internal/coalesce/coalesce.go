@@ -115,14 +115,16 @@ type Coalescer struct {
 	wg sync.WaitGroup
 }
 
-// Counts are the coalescer's numbers, about callers (one command each) and
-// round trips.
+// Counts are the coalescer's numbers, about callers and round trips. A
+// caller is one call of Do or DoAll, however many commands it hands over:
+// a batch chunk of 50 commands is one caller, as it is one caller of the
+// limiter when it is not coalesced.
 type Counts struct {
 	// Queued callers wait for a flusher; Unsent callers, for their round
 	// trip's permit; Sent callers, for their round trip's replies.
 	Queued, Unsent, Sent int64
-	// Callers that got an error before their command was written, by reason:
-	// their context ended, or the coalescer closed.
+	// Callers that got an error before their commands were written, by
+	// reason: their context ended, or the coalescer closed.
 	RejectedContext, RejectedClosed int64
 	// Round trips sent, and the commands they carried.
 	RoundTrips, Commands int64
@@ -133,7 +135,7 @@ type Counts struct {
 // and one close wakes the whole round trip's callers.
 type generation struct {
 	items []item
-	live  int // items whose caller still waits
+	live  int // callers whose commands are here and who still wait
 	args  int // their arguments, while the generation is queued
 	// Deadlines: every item's deadline lies in [lo, hi]; the round trip
 	// reads until hi. Without deadline, none of its items has one.
@@ -229,8 +231,8 @@ func (c *Coalescer) DoAll(ctx context.Context, cmds []redis.Cmder, outcomes []Ou
 		g.items = append(g.items, item{wire: wireCmd{Cmder: cmd, caller: caller}})
 	}
 	n := len(cmds)
-	g.live += n
-	c.counts.Queued += int64(n)
+	g.live++
+	c.counts.Queued++
 	args := argCount(cmds)
 	g.args += args
 	c.queuedArgs += args
@@ -301,8 +303,9 @@ func (c *Coalescer) wait(ctx context.Context, g *generation, first int, cmds []r
 	return firstErr
 }
 
-// leave takes n items of g from first on out of their round trip when it
-// does not hold a permit, and counts them refused; false when it does.
+// leave takes a caller's n items of g from first on out of their round
+// trip when it does not hold a permit, and counts the caller refused; false
+// when it does.
 func (c *Coalescer) leave(g *generation, first, n int) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -312,14 +315,14 @@ func (c *Coalescer) leave(g *generation, first, n int) bool {
 	for i := first; i < first+n; i++ {
 		g.items[i].left = true
 	}
-	g.live -= n
+	g.live--
 	if g.taken {
-		c.counts.Unsent -= int64(n)
+		c.counts.Unsent--
 		if g.live == 0 {
 			g.cancel()
 		}
 	} else {
-		c.counts.Queued -= int64(n)
+		c.counts.Queued--
 		var args int
 		for i := first; i < first+n; i++ {
 			args += len(g.items[i].wire.Args())
@@ -327,13 +330,13 @@ func (c *Coalescer) leave(g *generation, first, n int) bool {
 		g.args -= args
 		c.queuedArgs -= args
 	}
-	c.counts.RejectedContext += int64(n)
+	c.counts.RejectedContext++
 	return true
 }
 
 func (c *Coalescer) refuse(cmds []redis.Cmder, outcomes []Outcome, err error, counter *int64) error {
 	c.mu.Lock()
-	*counter += int64(len(cmds))
+	*counter++
 	c.mu.Unlock()
 	for i, cmd := range cmds {
 		cmd.SetErr(err)
@@ -537,6 +540,7 @@ func (c *Coalescer) requeue(g *generation, rt *roundTrip, attempt int) (*generat
 		return nil, nil, 0
 	}
 	var again []int // items of g that go again
+	callers := 0    // whose they are
 	for k := 0; k < len(rt.idx); {
 		call := g.items[rt.idx[k]].wire.caller.Call
 		end := k + 1
@@ -554,6 +558,7 @@ func (c *Coalescer) requeue(g *generation, rt *roundTrip, attempt int) (*generat
 		}
 		if all {
 			again = append(again, rt.idx[from:end]...)
+			callers++
 		}
 		k = end
 	}
@@ -580,7 +585,7 @@ func (c *Coalescer) requeue(g *generation, rt *roundTrip, attempt int) (*generat
 		next.items[len(next.items)-1].wire.again()
 		it.moved, it.movedTo = next, len(next.items)-1
 	}
-	next.live = len(next.items)
+	next.live = callers
 	// Its callers wait for a permit again, and may leave meanwhile.
 	c.counts.Unsent += int64(next.live)
 	return next, ctx, len(again)
@@ -615,20 +620,26 @@ func (c *Coalescer) finish(g *generation, moved int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.counts.Sent -= int64(g.live)
+	var counted uint64 // the last caller counted: a caller's items are adjacent
 	for i := range g.items {
 		it := &g.items[i]
 		if it.left || it.moved != nil || it.outcome != Unsent {
 			continue
 		}
+		var counter *int64
 		switch err := it.wire.Cmder.Err(); {
 		case c.closed && (errors.Is(err, context.Canceled) || errors.Is(err, redis.ErrClosed)):
 			// Close ended the round trip before anything was written.
 			it.wire.Cmder.SetErr(c.cfg.Closed)
-			c.counts.RejectedClosed++
+			counter = &c.counts.RejectedClosed
 		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-			c.counts.RejectedContext++
+			counter = &c.counts.RejectedContext
 		case errors.Is(err, c.cfg.Closed), errors.Is(err, redis.ErrClosed):
-			c.counts.RejectedClosed++
+			counter = &c.counts.RejectedClosed
+		}
+		if call := it.wire.caller.Call; counter != nil && call != counted {
+			*counter++
+			counted = call
 		}
 	}
 }

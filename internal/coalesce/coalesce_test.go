@@ -118,11 +118,22 @@ func TestCountersAddUpUnderCloseAndCancellation(t *testing.T) {
 				defer wg.Done()
 				ctx, cancel := context.WithTimeout(context.Background(), time.Duration(i%7)*time.Millisecond)
 				defer cancel()
-				o, err := c.Do(ctx, redis.NewIntCmd(ctx, "incr", "counters"))
+				// Every third caller hands over three commands: it is still
+				// one caller.
+				cmds := []redis.Cmder{redis.NewIntCmd(ctx, "incr", "counters")}
+				if i%3 == 0 {
+					cmds = append(cmds, redis.NewIntCmd(ctx, "incr", "counters"), redis.NewIntCmd(ctx, "incr", "counters"))
+				}
+				outcomes := make([]Outcome, len(cmds))
+				err := c.DoAll(ctx, cmds, outcomes)
 				mu.Lock()
 				defer mu.Unlock()
-				refused[o]++
-				if o == Unsent && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
+				refused[outcomes[0]]++
+				unsent := false
+				for _, o := range outcomes {
+					unsent = unsent || o == Unsent
+				}
+				if unsent && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
 					errors.Is(err, errClosed) || errors.Is(err, redis.ErrClosed)) {
 					unsentErrs++
 				}
@@ -143,6 +154,68 @@ func TestCountersAddUpUnderCloseAndCancellation(t *testing.T) {
 			t.Fatalf("round %d: rejected %d (context %d, closed %d), but %d callers got an error before their command was sent",
 				round, got, n.RejectedContext, n.RejectedClosed, unsentErrs)
 		}
+	}
+}
+
+// The counts are of callers, not commands: a caller that hands over 50
+// commands (a batch chunk) is one caller queued, waiting for its round
+// trip's permit, or refused; the round trips still count their commands.
+func TestACallerIsCountedOnceHoweverManyCommandsItHandsOver(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer client.Close()
+	lim := make(permits, 1)
+	c := New(Config{Send: pipelines(client), Limiter: lim, Flushers: 1, MaxBatch: 100, MaxRetries: 3, Closed: errClosed})
+	defer func() { c.Close(); c.Wait() }()
+	_, _ = lim.Acquire(context.Background()) // the only permit is held: round trips wait for it
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	call := func(n int) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cmds := make([]redis.Cmder, n)
+			for i := range cmds {
+				cmds[i] = redis.NewIntCmd(ctx, "rpush", "chunk", i)
+			}
+			_ = c.DoAll(ctx, cmds, make([]Outcome, n))
+		}()
+	}
+	// The flusher takes the first caller's round trip and waits for the
+	// permit; the callers that come after wait in the queue.
+	call(50)
+	if !redistest.WaitFor(context.Background(), 5*time.Second, func() bool { return c.Counts().Unsent == 1 }) {
+		t.Fatalf("counts %+v, want 1 caller (of 50 commands) waiting for its round trip's permit", c.Counts())
+	}
+	call(50)
+	call(1)
+	call(1)
+	if !redistest.WaitFor(context.Background(), 5*time.Second, func() bool { return c.Counts().Queued == 3 }) {
+		t.Fatalf("counts %+v, want 3 callers (of 52 commands) queued", c.Counts())
+	}
+	if got := c.Counts(); got.Unsent != 1 {
+		t.Fatalf("counts %+v, want still 1 caller waiting for a permit", got)
+	}
+	cancel()
+	wg.Wait()
+	if got := c.Counts(); got.RejectedContext != 4 || got.Queued != 0 || got.Unsent != 0 || got.RoundTrips != 0 {
+		t.Errorf("after the callers left: counts %+v, want 4 rejected for their context, nothing waiting, no round trip", got)
+	}
+
+	lim.Release()
+	cmds := make([]redis.Cmder, 10)
+	for i := range cmds {
+		cmds[i] = redis.NewIntCmd(context.Background(), "rpush", "chunk", i)
+	}
+	if err := c.DoAll(context.Background(), cmds, make([]Outcome, len(cmds))); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Counts(); got.RoundTrips != 1 || got.Commands != 10 || got.Sent != 0 {
+		t.Errorf("after a round trip of one caller's 10 commands: counts %+v, want 1 round trip of 10 commands", got)
+	}
+	if n, err := srv.Client(t).LLen(context.Background(), "chunk").Result(); err != nil || n != 10 {
+		t.Errorf("LLEN chunk = %d, %v; want the 10 items of the one round trip", n, err)
 	}
 }
 
