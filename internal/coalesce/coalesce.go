@@ -123,8 +123,9 @@ type Counts struct {
 	// Queued callers wait for a flusher; Unsent callers, for their round
 	// trip's permit; Sent callers, for their round trip's replies.
 	Queued, Unsent, Sent int64
-	// Callers that got an error before their commands were written, by
-	// reason: their context ended, or the coalescer closed.
+	// Callers that got an error before their commands (or the rest of
+	// them, after some were answered) were written, by reason: their
+	// context ended, or the coalescer closed.
 	RejectedContext, RejectedClosed int64
 	// Round trips sent, and the commands they carried.
 	RoundTrips, Commands int64
@@ -525,8 +526,8 @@ func (rt *roundTrip) run(ctx context.Context, c *Coalescer, g *generation, attem
 		it := &g.items[rt.idx[k]]
 		it.outcome = it.wire.outcome(err)
 	}
-	next, nextCtx, moved := c.requeue(g, rt, attempt)
-	c.finish(g, moved)
+	next, nextCtx := c.requeue(g, rt, attempt)
+	c.finish(g, next)
 	return next, nextCtx
 }
 
@@ -534,10 +535,11 @@ func (rt *roundTrip) run(ctx context.Context, c *Coalescer, g *generation, attem
 // of each caller, the commands from its first one that was not run on,
 // when none of those ran (a caller's commands keep their order), and at
 // most MaxRetries times. It returns that generation, taken, with its
-// context, and how many commands moved.
-func (c *Coalescer) requeue(g *generation, rt *roundTrip, attempt int) (*generation, context.Context, int) {
+// context; finish counts its callers. Until g.done is closed no one else
+// reads g's items, and no one knows the new generation.
+func (c *Coalescer) requeue(g *generation, rt *roundTrip, attempt int) (*generation, context.Context) {
 	if attempt >= c.cfg.MaxRetries {
-		return nil, nil, 0
+		return nil, nil
 	}
 	var again []int // items of g that go again
 	callers := 0    // whose they are
@@ -563,7 +565,7 @@ func (c *Coalescer) requeue(g *generation, rt *roundTrip, attempt int) (*generat
 		k = end
 	}
 	if len(again) == 0 {
-		return nil, nil, 0
+		return nil, nil
 	}
 	next := &generation{
 		done:        make(chan struct{}),
@@ -577,8 +579,6 @@ func (c *Coalescer) requeue(g *generation, rt *roundTrip, attempt int) (*generat
 	} else {
 		ctx, next.cancel = context.WithCancel(c.base)
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	for _, i := range again {
 		it := &g.items[i]
 		next.items = append(next.items, item{wire: it.wire})
@@ -586,9 +586,7 @@ func (c *Coalescer) requeue(g *generation, rt *roundTrip, attempt int) (*generat
 		it.moved, it.movedTo = next, len(next.items)-1
 	}
 	next.live = callers
-	// Its callers wait for a permit again, and may leave meanwhile.
-	c.counts.Unsent += int64(next.live)
-	return next, ctx, len(again)
+	return next, ctx
 }
 
 // admit marks g decided once its round trip holds a permit, and puts the
@@ -612,14 +610,19 @@ func (c *Coalescer) admit(g *generation, rt *roundTrip) bool {
 	return len(rt.wire) > 0
 }
 
-// finish takes g's callers off the sent count once its round trip is over
-// (moved of them went to be sent again), and counts those that got an
-// error before their command was written because their time was up or the
-// coalescer closed, as a refusal before their round trip went out is.
-func (c *Coalescer) finish(g *generation, moved int) {
+// finish takes g's callers off the sent count once its round trip is over,
+// and in the same step counts those whose commands go again in next (if
+// not nil) as waiting for a permit again (they may leave meanwhile), so a
+// snapshot never counts a caller twice. It counts the callers that got an
+// error before their commands were written because their time was up or
+// the coalescer closed, as a refusal before their round trip went out is.
+func (c *Coalescer) finish(g, next *generation) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.counts.Sent -= int64(g.live)
+	if next != nil {
+		c.counts.Unsent += int64(next.live)
+	}
 	var counted uint64 // the last caller counted: a caller's items are adjacent
 	for i := range g.items {
 		it := &g.items[i]
