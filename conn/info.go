@@ -89,7 +89,8 @@ type NodeInfo struct {
 // LimiterInfo is the Worker's limiter in ConnectionInfo. A permit is one
 // operation, that is one round trip to Redis: a command, a pipeline or
 // transaction, a batch chunk, or a coalesced round trip that carries many
-// callers' commands. Callers are the goroutines that wait for a command.
+// callers' commands. A caller is one call that waits for its commands: a
+// Get, or one batch chunk of many.
 type LimiterInfo struct {
 	// Limit is the most round trips that run at once (REDIS_WORKER_MAX_CONCURRENT_OPS).
 	Limit int64 `json:"limit"`
@@ -97,10 +98,12 @@ type LimiterInfo struct {
 	InFlight int64 `json:"in_flight"`
 	// Waiting is how many callers wait for their command to be sent: for a
 	// permit, or queued for a coalesced round trip (a round trip waiting for
-	// its permit counts its callers).
+	// its permit counts its callers). A caller is one call: a batch chunk of
+	// 50 commands counts once.
 	Waiting int64 `json:"waiting"`
-	// Rejected counts callers that gave up before their command was sent:
-	// their context ended while they waited, or the manager was closed.
+	// Rejected counts callers (calls, as Waiting) that gave up before their
+	// command was sent, or the rest of their commands: their context ended
+	// while they waited, or the manager was closed.
 	Rejected int64 `json:"rejected"`
 	// RejectedContext and RejectedClosed split Rejected by reason.
 	RejectedContext int64 `json:"rejected_context"`
@@ -109,8 +112,8 @@ type LimiterInfo struct {
 	// that had to queue for their permit first.
 	Acquired int64 `json:"acquired"`
 	Waited   int64 `json:"waited"`
-	// Queued is how many callers' commands wait in the coalescing queue now
-	// (part of Waiting); InFlightCallers, how many callers' commands are in
+	// Queued is how many callers wait in the coalescing queue now (part of
+	// Waiting); InFlightCallers, how many callers have commands in
 	// coalesced round trips in flight (sent, reply not read yet: behind a
 	// stalled server, they are the ones waiting). CoalescedRoundTrips and
 	// CoalescedCommands count the round trips the coalescer sent and the

@@ -131,8 +131,8 @@ var signals = []Signal{
 	},
 	{
 		Name: LimiterRejected, Kind: KindCounter, Unit: "{caller}", Attributes: []attribute.Key{AttrReason},
-		Description: "Callers that gave up before their command was sent: their context ended while they waited (reason=context) " +
-			"or the manager closed (reason=closed).",
+		Description: "Callers that gave up before their command (or the rest of their commands) was sent: their context ended " +
+			"while they waited (reason=context) or the manager closed (reason=closed). A call counts once, as in waiting.",
 	},
 	{
 		Name: ConnectionCount, Kind: KindUpDownCounter, Unit: "{connection}", Attributes: []attribute.Key{AttrState},
