@@ -391,6 +391,21 @@ func tailLines(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
+// promAlert is an alert of Prometheus's /api/v1/alerts: pending or firing.
+type promAlert struct {
+	Labels map[string]string `json:"labels"`
+	State  string            `json:"state"`
+}
+
+// alerts returns the alerts Prometheus holds now, pending and firing.
+func (p *prometheus) alerts(ctx context.Context) ([]promAlert, error) {
+	var data struct {
+		Alerts []promAlert `json:"alerts"`
+	}
+	err := p.get(ctx, "/api/v1/alerts", nil, &data)
+	return data.Alerts, err
+}
+
 func (p *prometheus) get(ctx context.Context, path string, params url.Values, out any) error {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.base+path+"?"+params.Encode(), nil)
 	resp, err := http.DefaultClient.Do(req)
@@ -465,15 +480,9 @@ func newAlertWatch(p *prometheus) *alertWatch { return &alertWatch{p: p, st: map
 func (a *alertWatch) watchFor(ctx context.Context, d time.Duration) {
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		var data struct {
-			Alerts []struct {
-				Labels map[string]string `json:"labels"`
-				State  string            `json:"state"`
-			} `json:"alerts"`
-		}
-		if err := a.p.get(ctx, "/api/v1/alerts", nil, &data); err == nil {
+		if alerts, err := a.p.alerts(ctx); err == nil {
 			a.mu.Lock()
-			for _, al := range data.Alerts {
+			for _, al := range alerts {
 				name := al.Labels["alertname"]
 				if a.st[name] != "firing" {
 					a.st[name] = al.State

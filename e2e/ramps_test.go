@@ -104,16 +104,10 @@ type timeline struct {
 
 func (tl *timeline) run(ctx context.Context) {
 	for ctx.Err() == nil {
-		var data struct {
-			Alerts []struct {
-				Labels map[string]string `json:"labels"`
-				State  string            `json:"state"`
-			} `json:"alerts"`
-		}
-		if err := tl.p.get(ctx, "/api/v1/alerts", nil, &data); err == nil {
+		if alerts, err := tl.p.alerts(ctx); err == nil {
 			now := time.Since(tl.start)
 			tl.mu.Lock()
-			for _, a := range data.Alerts {
+			for _, a := range alerts {
 				name := a.Labels["alertname"]
 				at := tl.seen[name]
 				if at == nil {
@@ -208,13 +202,8 @@ func (e *rampEnv) begin() {
 			why = fmt.Sprintf("no db_client_connection_max series (%v)", err)
 			return false
 		}
-		var data struct {
-			Alerts []struct {
-				Labels map[string]string `json:"labels"`
-			} `json:"alerts"`
-		}
-		if err := e.prom.get(e.ctx, "/api/v1/alerts", nil, &data); err != nil || len(data.Alerts) > 0 {
-			why = fmt.Sprintf("alerts active before the ramp: %v (%v)", data.Alerts, err)
+		if alerts, err := e.prom.alerts(e.ctx); err != nil || len(alerts) > 0 {
+			why = fmt.Sprintf("alerts active before the ramp: %v (%v)", alerts, err)
 			return false
 		}
 		return true
