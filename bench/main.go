@@ -145,9 +145,13 @@ func run(cfg config) error {
 			// (right after another scenario) or last.
 			for k := range s.variants {
 				v := s.variants[(k+r-1)%len(s.variants)]
+				srv0, t0 := env.serverCPU(ctx), time.Now()
 				res, err := v.run(ctx)
 				if err != nil {
 					return fmt.Errorf("%s %s: %w", s.name, v.name, err)
+				}
+				if srv := env.serverCPU(ctx) - srv0; srv0 > 0 && srv > 0 {
+					res.serverBusy = srv.Seconds() / time.Since(t0).Seconds()
 				}
 				res.scenario, res.variant, res.baseline = s.name, v.name, v.name == s.baseline
 				results[s.name+"/"+v.name] = append(results[s.name+"/"+v.name], res)

@@ -28,6 +28,12 @@ type row struct {
 	// or outside load (S4).
 	CPUMicrosPerItem float64   `json:"cpu_us_per_item,omitempty"`
 	CPURounds        []float64 `json:"cpu_us_per_item_by_round,omitempty"`
+	// ServerBusy is the median over rounds of the share of one core the
+	// benchmark's redis-server used during the variant (INFO cpu over wall
+	// time, the variant's set-up included). Near 1 the server was the
+	// bottleneck: the ratio then compares the server's work per item, not
+	// the clients'.
+	ServerBusy float64 `json:"server_busy,omitempty"`
 }
 
 func median(v []float64) float64 {
@@ -49,8 +55,11 @@ func summarize(scenarios []scenario, results map[string][]result) []row {
 		for _, v := range s.variants {
 			rs := results[s.name+"/"+v.name]
 			r := row{Scenario: s.name, Title: s.title, Variant: v.name, Baseline: s.baseline}
-			var rates, p50, p99, ratios, cpu []float64
+			var rates, p50, p99, ratios, cpu, busy []float64
 			for i, x := range rs {
+				if x.serverBusy > 0 {
+					busy = append(busy, x.serverBusy)
+				}
 				rates = append(rates, x.perSec())
 				if c := x.cpuPerItem(); c > 0 {
 					cpu = append(cpu, c)
@@ -63,6 +72,7 @@ func summarize(scenarios []scenario, results map[string][]result) []row {
 					ratios = append(ratios, x.perSec()/base[i].perSec())
 				}
 			}
+			r.ServerBusy = median(busy)
 			r.ItemsPerSec, r.P50Micros, r.P99Micros, r.Ratio, r.Rounds = median(rates), median(p50), median(p99), median(ratios), rates
 			// All rounds or none: a partial series would pair the wrong
 			// rounds in cpuCross.
@@ -80,11 +90,11 @@ func printTable(rows []row) {
 	for _, r := range rows {
 		if r.Scenario != last {
 			fmt.Printf("\n%s  %s (ratio vs %s)\n", r.Scenario, r.Title, r.Baseline)
-			fmt.Printf("  %-24s %14s %10s %10s %7s %9s %7s %9s\n", "variant", "items/s", "p50", "p99", "errors", "pool t/o", "ratio", "cpu/item")
+			fmt.Printf("  %-24s %14s %10s %10s %7s %9s %7s %9s %8s\n", "variant", "items/s", "p50", "p99", "errors", "pool t/o", "ratio", "cpu/item", "server")
 			last = r.Scenario
 		}
-		fmt.Printf("  %-24s %14.0f %10s %10s %7d %9d %6.2fx %9s\n", r.Variant, r.ItemsPerSec,
-			us(r.P50Micros), us(r.P99Micros), r.Errors, r.PoolTimeouts, r.Ratio, cpuUs(r.CPUMicrosPerItem))
+		fmt.Printf("  %-24s %14.0f %10s %10s %7d %9d %6.2fx %9s %8s\n", r.Variant, r.ItemsPerSec,
+			us(r.P50Micros), us(r.P99Micros), r.Errors, r.PoolTimeouts, r.Ratio, cpuUs(r.CPUMicrosPerItem), busyPct(r.ServerBusy))
 	}
 }
 
@@ -94,6 +104,14 @@ func cpuUs(v float64) string {
 		return "-"
 	}
 	return fmt.Sprintf("%.2fµs", v)
+}
+
+// busyPct formats the server's busy share of one core.
+func busyPct(v float64) string {
+	if v == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f%%", 100*v)
 }
 
 func us(v float64) string {

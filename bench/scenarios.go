@@ -41,6 +41,11 @@ type result struct {
 	// cpu is this process's CPU time (user + sys) over the measured run; 0
 	// where the load ran elsewhere (redis-benchmark) or was not measured.
 	cpu time.Duration
+	// serverBusy is the share of one core the benchmark's redis-server used
+	// over the variant's run (its INFO used_cpu_user + used_cpu_sys over
+	// wall time): near 1, the server's one thread was the bottleneck and no
+	// client sending the same commands could go faster. 0 if not measured.
+	serverBusy float64
 }
 
 func (r result) perSec() float64 { return float64(r.items) / r.elapsed.Seconds() }
@@ -143,6 +148,24 @@ func (e *env) close() {
 	_ = e.tel.Shutdown(context.Background())
 	_ = e.mp.Shutdown(context.Background())
 	_ = e.all.Shutdown(context.Background())
+}
+
+// serverCPU is the CPU time (user + sys) the benchmark's redis-server has
+// used since it started, from INFO cpu; 0 if INFO fails.
+func (e *env) serverCPU(ctx context.Context) time.Duration {
+	info, err := e.plain.Info(ctx, "cpu").Result()
+	if err != nil {
+		return 0
+	}
+	var total float64
+	for _, l := range strings.Split(info, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(l), ":")
+		if ok && (k == "used_cpu_user" || k == "used_cpu_sys") {
+			f, _ := strconv.ParseFloat(v, 64)
+			total += f
+		}
+	}
+	return time.Duration(total * float64(time.Second))
 }
 
 func (e *env) redisVersion(ctx context.Context) string {
