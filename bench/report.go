@@ -213,6 +213,11 @@ func printTargets(rows []row) {
 	b := find(rows, "S2", "batchrpush")
 	if rr := find(rows, "S2", "rueidis"); b.Variant != "" && rr.Variant != "" {
 		check("S2 BatchRPush / rueidis one RPUSH of 50 items/s", cross(b, rr), ">=", 1.1)
+		if b.ServerBusy > 0 && rr.ServerBusy > 0 {
+			// Below 1: the server idled more between the Worker's round
+			// trips than between rueidis's; the ratio is the clients'.
+			info("S2 server busy during BatchRPush / during rueidis", b.ServerBusy/rr.ServerBusy, "")
+		}
 	}
 	if d, r := find(rows, "S2", "batchrpush ack 1"), find(rows, "S2", "batchrpush+replica"); d.Variant != "" && r.Variant != "" {
 		info("S2 BatchRPush ack 1 replica / BatchRPush with that replica items/s", cross(d, r), ": the cost of durable acknowledgements")
