@@ -278,10 +278,10 @@ func (h limiterHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 	}
 }
 
-// permitKey is the one context value of the chain: the permit the
-// operation in the context holds. It is a fact about the operation (the
-// hooks inside report its wait; its connection's set-up runs inside it),
-// never a path.
+// permitKey is one of the two context values of the chain (the other is
+// handshake.go's setupKey): the permit the operation in the context holds.
+// It is a fact about the operation (the hooks inside report its wait; its
+// connection's set-up runs inside it), never a path.
 type permitKey struct{}
 
 type permit struct {

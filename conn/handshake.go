@@ -32,16 +32,35 @@ func (maxClientsError) Error() string {
 // ErrorType is the error.type of telemetry.ErrorType.
 func (maxClientsError) ErrorType() string { return "max_clients" }
 
-// handshakeHook makes a connection that fails while go-redis sets it up a
-// dial failure, with the server's reason when it gave one.
+// handshakeHook makes the failed set-up of a connection say that nothing of
+// the operation that needed it was written, and a connection refused at
+// maxclients a dial failure that says so.
 //
-// Redis answers a connection over maxclients with "-ERR max number of clients
-// reached" and closes it. go-redis then either reads that as the reply to
-// HELLO, takes it for a server without HELLO and hands the closed connection
-// out, or fails writing HELLO ("broken pipe") and returns that error. Either
-// way the command that needed the connection fails with an error that looks
-// like a command that may have been sent, and says nothing of maxclients.
+// go-redis sets up a new connection inside the operation that needs it: in
+// that operation's context, through a copy of the same hooks, it sends HELLO
+// and then its set-up pipelines (SELECT, READONLY, CLIENT SETNAME, CLIENT
+// SETINFO). A network failure there comes to the operation as a bare read or
+// write error, which says the operation's command may have run, although it
+// was never written. So the hook marks the context of each operation it
+// passes on (setupKey): a command or pipeline that reaches it with that mark
+// runs inside another operation, and that is a connection's set-up. Its
+// failure, unless it is a reply of the server, becomes a
+// rediserr.SetupError (rediserr.NotConnected: not written, sent again where
+// go-redis would send it again), and the operation gets that error.
+//
+// Redis answers a connection over maxclients with "-ERR max number of
+// clients reached" and closes it. go-redis then either reads that as the
+// reply to HELLO, takes it for a server without HELLO and hands the closed
+// connection out, or fails writing HELLO ("broken pipe"). The first case
+// becomes a SetupError whose cause is a dial failure wrapping ErrMaxClients
+// (never a redis.Error, or go-redis would fall back to RESP2 and use the
+// connection); the others, farewellConn's doing.
 type handshakeHook struct{}
+
+// setupKey marks the context of an operation that handshakeHook passed on:
+// whatever arrives at handshakeHook in it is that operation's connection
+// set-up. A fact about the call, like the limiter's permit, never a path.
+type setupKey struct{}
 
 func (handshakeHook) DialHook(next redis.DialHook) redis.DialHook {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -62,35 +81,86 @@ func (handshakeHook) DialHook(next redis.DialHook) redis.DialHook {
 
 func (handshakeHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		err := next(ctx, cmd)
-		if err == nil || cmd.Name() != "hello" || (rediserr.Server(err) && !redis.IsMaxClientsError(err)) {
+		if ctx.Value(setupKey{}) == nil {
+			err := next(context.WithValue(ctx, setupKey{}, true), cmd)
+			if se := setUpFailed(err); se != nil {
+				cmd.SetErr(se)
+				return se
+			}
 			return err
 		}
-		// A failed HELLO is the set-up of a new connection failing: nothing of
-		// the operation that needed it was sent. The error must not be a
-		// redis.Error (go-redis would fall back to RESP2 and use the
-		// connection). go-redis hands the operation this error unwrapped once,
-		// so the operation sees the dial failure (refused at maxclients) or
-		// go-redis's own error (a read timeout stays a read timeout); where it
-		// is not unwrapped, SetupError is still a net.Error that unwraps to it.
-		cause := err
-		if redis.IsMaxClientsError(err) || errors.Is(err, ErrMaxClients) {
-			op := &net.OpError{Op: "dial", Net: "tcp", Err: ErrMaxClients}
-			var wop *net.OpError
-			if errors.As(err, &wop) {
-				op.Net, op.Addr = wop.Net, wop.Addr
-			}
-			cause = op
+		err := next(ctx, cmd)
+		if f := setUpFailure(err); f != nil {
+			cmd.SetErr(f)
+			return f
 		}
-		err = &rediserr.SetupError{Err: cause}
-		cmd.SetErr(err)
 		return err
 	}
 }
 
 func (handshakeHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if ctx.Value(setupKey{}) == nil {
+			err := next(context.WithValue(ctx, setupKey{}, true), cmds)
+			if se := setUpFailed(err); se != nil {
+				for _, cmd := range cmds {
+					if setUpFailed(cmd.Err()) != nil {
+						cmd.SetErr(se)
+					}
+				}
+				return se
+			}
+			return err
+		}
+		err := next(ctx, cmds)
+		if f := setUpFailure(err); f != nil {
+			setErr(cmds, f)
+			return f
+		}
+		return err
+	}
 }
+
+// setUpFailure is what err, the failure of a command or pipeline of a
+// connection's set-up, becomes: nil for no failure, a reply of the server
+// (go-redis decides what it means for the set-up: a server without HELLO,
+// wrong credentials) and the context's own error; otherwise a SetupError,
+// wrapped once more (setUpWrap) because go-redis hands the operation the
+// error of a failed set-up unwrapped once.
+func setUpFailure(err error) error {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
+		(rediserr.Server(err) && !redis.IsMaxClientsError(err)) {
+		return nil
+	}
+	cause := err
+	if redis.IsMaxClientsError(err) || errors.Is(err, ErrMaxClients) {
+		op := &net.OpError{Op: "dial", Net: "tcp", Err: ErrMaxClients}
+		var wop *net.OpError
+		if errors.As(err, &wop) {
+			op.Net, op.Addr = wop.Net, wop.Addr
+		}
+		cause = op
+	}
+	return setUpWrap{&rediserr.SetupError{Err: cause}}
+}
+
+// setUpFailed returns the SetupError in the failure of an operation whose
+// connection's set-up failed, or nil. go-redis may have wrapped it ("failed
+// to initialize connection options: ..."); the operation gets the
+// SetupError itself, which unwraps to the cause.
+func setUpFailed(err error) *rediserr.SetupError {
+	var se *rediserr.SetupError
+	if err == nil || !errors.As(err, &se) {
+		return nil
+	}
+	return se
+}
+
+// setUpWrap carries a SetupError through go-redis's unwrapping of a failed
+// set-up's error; it never reaches the operation (see setUpFailed).
+type setUpWrap struct{ *rediserr.SetupError }
+
+func (w setUpWrap) Unwrap() error { return w.SetupError }
 
 // farewellConn is a TCP connection to Redis that remembers whether the first
 // thing the server sent was "-ERR max number of clients reached", and when a

@@ -3,6 +3,7 @@ package conn_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strconv"
 	"strings"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/redisconn/redisconn/conn"
+	"github.com/redisconn/redisconn/internal/rediserr"
 	"github.com/redisconn/redisconn/internal/redistest"
 )
 
@@ -391,6 +393,175 @@ func TestASetUpTimeoutIsANetErrorNotADialFailure(t *testing.T) {
 		}
 	}
 	t.Logf("%d of %d pipelines failed setting up their connection; first error: %v", setups, len(errs), errs[0])
+}
+
+// A connection whose set-up fails (the server accepts it and never answers
+// HELLO: it is stopped) carried nothing of the operation that needed it,
+// and the operation's failure says so (rediserr.NotWritten; a batch chunk
+// unsent, no item uncertain), on a standalone server, a cluster and a
+// Sentinel-managed master. The pooled connections are killed first, so the
+// callers (a Worker's BatchRPush and coalesced INCR, an API's INCR, 300 ms
+// deadlines) dial new ones. After the resume the servers tell: no list or
+// counter reported unsent holds anything. (Before, a set-up that timed out
+// came to the operation as a bare read timeout: "may have run".) Plain
+// go-redis on the same callers is the baseline; it returns the context's
+// error after its retries.
+func TestAFailedSetUpSaysNothingWasWritten(t *testing.T) {
+	for _, topo := range []string{"standalone", "cluster", "sentinel"} {
+		t.Run(topo, func(t *testing.T) {
+			var wcfg, acfg conn.Config
+			var plain redis.UniversalClient
+			var servers []*redistest.Server
+			switch topo {
+			case "standalone":
+				srv := redistest.Start(t, redistest.Options{})
+				wcfg, acfg = config(conn.RoleWorker, srv), config(conn.RoleAPI, srv)
+				plain = redis.NewClient(&redis.Options{Addr: srv.Addr()})
+				servers = []*redistest.Server{srv}
+			case "sentinel":
+				s := redistest.StartSentinel(t, redistest.SentinelOptions{DownAfter: time.Minute})
+				wcfg, acfg = sentinelConfig(conn.RoleWorker, s), sentinelConfig(conn.RoleAPI, s)
+				plain = redis.NewFailoverClient(&redis.FailoverOptions{MasterName: s.MasterName(), SentinelAddrs: s.SentinelAddrs()})
+				servers = []*redistest.Server{s.Master()}
+			default:
+				cl := redistest.StartCluster(t, redistest.ClusterOptions{Masters: 3, NodeTimeout: 10 * time.Second})
+				wcfg, acfg = conn.DefaultConfig(conn.RoleWorker), conn.DefaultConfig(conn.RoleAPI)
+				wcfg.ClusterAddrs, acfg.ClusterAddrs = cl.Addrs(), cl.Addrs()
+				plain = redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs()})
+				servers = cl.Masters
+			}
+			defer plain.Close()
+			w, a := newWorker(t, wcfg), newAPI(t, acfg)
+			ctx := ctxTimeout(t, 30*time.Second)
+			if err := plain.Ping(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range servers {
+				admin := redis.NewClient(&redis.Options{Addr: s.Addr()})
+				if err := admin.ClientKillByFilter(ctx, "TYPE", "normal").Err(); err != nil {
+					t.Fatal(err)
+				}
+				_ = admin.Close()
+			}
+			time.Sleep(50 * time.Millisecond) // the killed connections' EOF reaches the clients
+			for _, s := range servers {
+				s.Pause()
+			}
+			resumed := false
+			resume := func() {
+				if !resumed {
+					resumed = true
+					for _, s := range servers {
+						s.Resume()
+					}
+				}
+			}
+			defer resume()
+
+			const callers = 20
+			type outcome struct {
+				key     string
+				incr    bool
+				err     error
+				unsent  bool // the failure says nothing was written
+				mayHave bool // the failure says the command may have run
+			}
+			var mu sync.Mutex
+			var outs []outcome
+			add := func(o outcome) { mu.Lock(); outs = append(outs, o); mu.Unlock() }
+			var wg sync.WaitGroup
+			call := func(f func(ctx context.Context) outcome) {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+					defer cancel()
+					add(f(ctx))
+				}()
+			}
+			incr := func(c redis.Cmdable, key string) func(ctx context.Context) outcome {
+				return func(ctx context.Context) outcome {
+					err := c.Incr(ctx, key).Err()
+					return outcome{key: key, incr: true, err: err, unsent: rediserr.NotWritten(err), mayHave: rediserr.MayHaveRun(err)}
+				}
+			}
+			for i := range callers {
+				k := "setup:" + strconv.Itoa(i)
+				call(func(ctx context.Context) outcome {
+					n, err := w.BatchRPush(ctx, k+":w:list", "a", "b", "c")
+					var be *conn.BatchError
+					if err == nil || !errors.As(err, &be) || n != 0 {
+						return outcome{key: k + ":w:list", err: fmt.Errorf("BatchRPush = %d, %v; want 0 and a *BatchError", n, err)}
+					}
+					return outcome{key: k + ":w:list", err: err, unsent: be.UncertainTo == be.UncertainFrom && rediserr.NotWritten(be.Err),
+						mayHave: be.UncertainTo > be.UncertainFrom}
+				})
+				call(incr(w, k+":w"))
+				call(incr(a, k+":a"))
+			}
+			var base []error
+			for i := range callers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+					defer cancel()
+					err := plain.Incr(ctx, "setup:"+strconv.Itoa(i)+":plain").Err()
+					mu.Lock()
+					base = append(base, err)
+					mu.Unlock()
+				}()
+			}
+			wg.Wait()
+			resume()
+
+			// Every pooled connection was gone, so every caller set up a new
+			// one and wrote nothing.
+			unsent := 0
+			for _, o := range outs {
+				switch {
+				case o.err == nil:
+					t.Errorf("%s succeeded against a stopped server", o.key)
+				case o.unsent == o.mayHave:
+					t.Errorf("%s: %v (%T): says neither \"not written\" nor \"may have run\", or both", o.key, o.err, o.err)
+				case o.unsent:
+					unsent++
+				default:
+					t.Errorf("%s: %v (%T): says it may have run, though its connection's set-up failed", o.key, o.err, o.err)
+				}
+			}
+			// What the servers hold: nothing of what was reported unsent.
+			for _, o := range outs {
+				if o.err == nil || !o.unsent {
+					continue
+				}
+				var n int64
+				var err error
+				if o.incr {
+					n, err = w.Get(ctx, o.key).Int64()
+					if errors.Is(err, redis.Nil) {
+						n, err = 0, nil
+					}
+				} else {
+					n, err = w.LLen(ctx, o.key).Result()
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n != 0 {
+					t.Errorf("%s was reported not written (%v) but holds %d", o.key, o.err, n)
+				}
+			}
+			baseUnsent := 0
+			for _, err := range base {
+				if rediserr.NotWritten(err) {
+					baseUnsent++
+				}
+			}
+			t.Logf("%s: %d of %d failures said nothing was written (first: %v); plain go-redis: %d of %d (first: %v)",
+				topo, unsent, len(outs), outs[0].err, baseUnsent, len(base), base[0])
+		})
+	}
 }
 
 // A pool timeout names the manager and says what its pool and limiter held,
