@@ -403,6 +403,15 @@ func TestServerFullIsAConnectFailure(t *testing.T) {
 	if err := w.Get(ctx, "full:k").Err(); !errors.Is(err, conn.ErrMaxClients) {
 		t.Errorf("GET on a full server: %v, want ErrMaxClients", err)
 	}
+	// A pub/sub connection is set up outside any operation; the server's
+	// refusal still reads as one.
+	ps := w.Subscribe(ctx)
+	if err := ps.Subscribe(ctx, "full:channel"); !errors.Is(err, conn.ErrMaxClients) {
+		t.Errorf("SUBSCRIBE on a full server: %v, want ErrMaxClients", err)
+	} else {
+		t.Logf("SUBSCRIBE: %v", err)
+	}
+	_ = ps.Close()
 	if _, err := conn.NewAPI(ctx, config(conn.RoleAPI, srv)); !errors.Is(err, conn.ErrMaxClients) ||
 		!strings.Contains(err.Error(), srv.Addr()) || !strings.Contains(err.Error(), "maxclients") {
 		t.Errorf("NewAPI on a full server: %v; want ErrMaxClients, naming the address and maxclients", err)

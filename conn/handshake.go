@@ -83,7 +83,13 @@ func (handshakeHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		if ctx.Value(setupKey{}) == nil {
 			err := next(context.WithValue(ctx, setupKey{}, true), cmd)
-			if se := setUpFailed(err); se != nil {
+			se := setUpFailed(err)
+			if se == nil && redis.IsMaxClientsError(err) {
+				// The server's first words on a connection set up outside
+				// any operation (a pub/sub connection's HELLO).
+				se = setUpError(err)
+			}
+			if se != nil {
 				cmd.SetErr(se)
 				return se
 			}
@@ -132,6 +138,12 @@ func setUpFailure(err error) error {
 		(rediserr.Server(err) && !redis.IsMaxClientsError(err)) {
 		return nil
 	}
+	return setUpWrap{setUpError(err)}
+}
+
+// setUpError is the SetupError of a set-up that failed with err: a refusal
+// at maxclients becomes a dial failure wrapping ErrMaxClients.
+func setUpError(err error) *rediserr.SetupError {
 	cause := err
 	if redis.IsMaxClientsError(err) || errors.Is(err, ErrMaxClients) {
 		op := &net.OpError{Op: "dial", Net: "tcp", Err: ErrMaxClients}
@@ -141,7 +153,7 @@ func setUpFailure(err error) error {
 		}
 		cause = op
 	}
-	return setUpWrap{&rediserr.SetupError{Err: cause}}
+	return &rediserr.SetupError{Err: cause}
 }
 
 // setUpFailed returns the SetupError in the failure of an operation whose
