@@ -25,7 +25,8 @@
 // Targets are checked and printed but never fail the run (see printTargets).
 //
 // BENCH_QUICK=1 runs in under a minute; BENCH_ROUNDS (default 3), BENCH_SECONDS
-// (per scenario and round, default 2) and BENCH_OUT (JSON, default
+// (per variant and round, default 2, run in interleaved slices of at least
+// 0.5 s: slices.go) and BENCH_OUT (JSON, default
 // bench-results.json) tune it. BENCH_ONLY (comma-separated scenario names,
 // e.g. S1-5000,S3) runs a subset; BENCH_CPUPROFILE writes a CPU profile of
 // the whole run, for `go tool pprof`. BENCH_FLEET_PROCS, BENCH_FLEET_CALLERS
@@ -141,21 +142,30 @@ func run(cfg config) error {
 	for r := 1; r <= cfg.rounds && len(scenarios) > 0; r++ {
 		start := time.Now()
 		for _, s := range scenarios {
-			// Rotate the order each round so no variant always runs first
-			// (right after another scenario) or last.
-			for k := range s.variants {
-				v := s.variants[(k+r-1)%len(s.variants)]
-				srv0, t0 := env.serverCPU(ctx), time.Now()
-				res, err := v.run(ctx)
-				if err != nil {
-					return fmt.Errorf("%s %s: %w", s.name, v.name, err)
+			// The variants run in interleaved slices (slices.go). Rotate
+			// the order each slice and round so no variant always runs
+			// first (right after another scenario) or last.
+			acc := make([]roundResult, len(s.variants))
+			for sl := 0; sl < max(s.slices, 1); sl++ {
+				for k := range s.variants {
+					i := (k + r - 1 + sl) % len(s.variants)
+					v := s.variants[i]
+					srv0, t0 := env.serverCPU(ctx), time.Now()
+					res, err := v.run(ctx)
+					if err != nil {
+						return fmt.Errorf("%s %s: %w", s.name, v.name, err)
+					}
+					var srv time.Duration
+					if srv0 > 0 {
+						srv = max(env.serverCPU(ctx)-srv0, 0)
+					}
+					res.scenario, res.variant, res.baseline = s.name, v.name, v.name == s.baseline
+					acc[i].add(res, srv, time.Since(t0))
+					env.flush(ctx)
 				}
-				if srv := env.serverCPU(ctx) - srv0; srv0 > 0 && srv > 0 {
-					res.serverBusy = srv.Seconds() / time.Since(t0).Seconds()
-				}
-				res.scenario, res.variant, res.baseline = s.name, v.name, v.name == s.baseline
-				results[s.name+"/"+v.name] = append(results[s.name+"/"+v.name], res)
-				env.flush(ctx)
+			}
+			for i, v := range s.variants {
+				results[s.name+"/"+v.name] = append(results[s.name+"/"+v.name], acc[i].result())
 			}
 		}
 		fmt.Printf("  round %d done in %v\n", r, time.Since(start).Round(time.Millisecond))

@@ -46,6 +46,9 @@ type result struct {
 	// wall time): near 1, the server's one thread was the bottleneck and no
 	// client sending the same commands could go faster. 0 if not measured.
 	serverBusy float64
+	// lat is every measured call's latency, kept until the round's slices
+	// are merged (slices.go); nil where the load measured none itself.
+	lat []time.Duration
 }
 
 func (r result) perSec() float64 { return float64(r.items) / r.elapsed.Seconds() }
@@ -79,6 +82,9 @@ type variant struct {
 type scenario struct {
 	name, title, baseline string
 	variants              []variant
+	// slices is how many times each variant runs per round, interleaved
+	// with the others (see slices.go); 1 for a scenario of fixed size.
+	slices int
 }
 
 // env holds the clients and telemetry providers the scenarios share.
@@ -210,13 +216,15 @@ func (e *env) worker(ctx context.Context, opts []conn.Option, change ...func(*co
 const fullDuplex = "AutoPipeline full-duplex"
 
 func allScenarios(cfg config, e *env) []scenario {
-	d := cfg.seconds
+	// Each timed scenario runs its variants in interleaved slices.
+	slices := slicesPerRound(cfg.seconds)
+	d := cfg.seconds / time.Duration(slices)
 	rpush := func(c redis.Cmdable) func(ctx context.Context, key string) error {
 		return func(ctx context.Context, key string) error { return c.RPush(ctx, key, value).Err() }
 	}
 	single := func(callers int) scenario {
 		return scenario{
-			name: "S1-" + strconv.Itoa(callers), title: fmt.Sprintf("single RPUSH, %d callers", callers), baseline: "plain",
+			name: "S1-" + strconv.Itoa(callers), title: fmt.Sprintf("single RPUSH, %d callers", callers), baseline: "plain", slices: slices,
 			variants: []variant{
 				{"plain", func(ctx context.Context) (result, error) {
 					before := e.plain.PoolStats().Timeouts
@@ -245,7 +253,7 @@ func allScenarios(cfg config, e *env) []scenario {
 		values[i], strs[i] = value, value
 	}
 	bulk := scenario{
-		name: "S2", title: "bulk RPUSH, 50 items per round trip, 50 callers", baseline: "redis-benchmark",
+		name: "S2", title: "bulk RPUSH, 50 items per round trip, 50 callers", baseline: "redis-benchmark", slices: slices,
 		variants: []variant{
 			{"batchrpush", workerLoad(e, telProduction, 50, d, 50, func(w *conn.Worker) func(context.Context, string) error {
 				return func(ctx context.Context, key string) error { _, err := w.BatchRPush(ctx, key, values...); return err }
@@ -303,7 +311,7 @@ func allScenarios(cfg config, e *env) []scenario {
 		bulk.baseline = "pipelined"
 	}
 	telemetryCost := scenario{
-		name: "S3", title: "telemetry cost, single RPUSH, 100 callers", baseline: "off",
+		name: "S3", title: "telemetry cost, single RPUSH, 100 callers", baseline: "off", slices: slices,
 		variants: []variant{
 			{"off", workerLoad(e, telOff, 100, d, 1, func(w *conn.Worker) func(context.Context, string) error { return rpush(w) })},
 			{"metrics", workerLoad(e, telMetrics, 100, d, 1, func(w *conn.Worker) func(context.Context, string) error { return rpush(w) })},
@@ -314,6 +322,7 @@ func allScenarios(cfg config, e *env) []scenario {
 	ropt := &redis.Options{Addr: e.addr}
 	original := scenario{
 		name: "S4", title: fmt.Sprintf("original workload, 16 runs x %d responses, RPUSH + PUBLISH each", cfg.responses), baseline: "before",
+		slices: 1, // a fixed workload, not a duration
 		variants: []variant{
 			{"before", func(ctx context.Context) (result, error) {
 				return fromOutcome(workload.Before(ctx, ropt, 16, cfg.responses))
@@ -389,8 +398,7 @@ func load(ctx context.Context, callers int, d time.Duration, itemsPerOp int, op 
 	wg.Wait()
 	elapsed := time.Since(start)
 	cpu := cpuTime() - cpu0
-	p50, p99 := quantiles(lat)
-	return result{items: int64(len(lat) * itemsPerOp), elapsed: elapsed, p50: p50, p99: p99, errors: errs.Load(), cpu: cpu}
+	return result{items: int64(len(lat) * itemsPerOp), elapsed: elapsed, lat: lat, errors: errs.Load(), cpu: cpu}
 }
 
 func quantiles(d []time.Duration) (p50, p99 time.Duration) {
