@@ -99,8 +99,9 @@ type Coalescer struct {
 	closed bool
 	// running is how many flushers run. A flusher starts when a command is
 	// queued and none runs, another (up to Flushers) when a backlog builds
-	// (backlogLocked), and each stops when nothing is queued, so an idle
-	// coalescer has no goroutine.
+	// (backlogLocked); each stops when nothing is queued, so an idle
+	// coalescer has no goroutine, or when it is more than the backlog wants
+	// (surplusLocked).
 	running int
 	// lastTake is when a flusher last took a generation.
 	lastTake time.Time
@@ -355,15 +356,18 @@ func argCount(cmds []redis.Cmder) int {
 	return n
 }
 
-// Flushers beyond the first start only when a backlog builds: one flusher
-// sends larger round trips, which costs less per command (100 callers on 2
-// cores: 10-13 % more commands a second, 15 % less CPU each, than with a
-// second flusher always at hand), while a backlog of many callers, or a
-// round trip that takes long (a stalled server), wants another round trip in
-// flight (5000 callers: 10 % more with two).
+// Flushers beyond the first run only while a backlog wants them: one
+// flusher sends larger round trips, which costs less per command (100
+// callers on 2 cores: 10-13 % more commands a second, 15 % less CPU each,
+// than with a second flusher always at hand), while a backlog of many
+// callers wants more round trips in flight, one more for every backlogArgs
+// arguments queued (5000 callers: 10 % more with two than one, 5-10 % more
+// with four than two), and a round trip that takes long (a stalled server)
+// wants another beside it.
 const (
 	// backlogArgs: commands queued with this many arguments in all make a
-	// backlog (a single RPUSH has 3, a batch chunk of 50 items 52).
+	// backlog for one more flusher (a single RPUSH has 3, a batch chunk of
+	// 50 items 52).
 	backlogArgs = 1024
 	// slowRoundTrip: a flusher that took its generation longer ago than this
 	// is held up by a slow round trip.
@@ -371,9 +375,15 @@ const (
 )
 
 // backlogLocked reports whether the commands queued at now want another
-// flusher.
+// flusher beside the running ones.
 func (c *Coalescer) backlogLocked(now time.Time) bool {
-	return c.queuedArgs >= backlogArgs || now.Sub(c.lastTake) > slowRoundTrip
+	return c.queuedArgs >= c.running*backlogArgs || now.Sub(c.lastTake) > slowRoundTrip
+}
+
+// surplusLocked reports whether a flusher about to take a generation is
+// one more than the backlog wants; the others take what is queued.
+func (c *Coalescer) surplusLocked() bool {
+	return c.running > 1 && c.queuedArgs < (c.running-1)*backlogArgs
 }
 
 // joinLocked returns the open generation that n commands with deadline dl
@@ -443,7 +453,7 @@ func (c *Coalescer) take() (*generation, context.Context) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for {
-		if len(c.open) == 0 || c.closed {
+		if len(c.open) == 0 || c.closed || c.surplusLocked() {
 			c.running--
 			return nil, nil
 		}
