@@ -283,3 +283,85 @@ func (p *firstPermitOnly) Acquire(ctx context.Context) (time.Duration, error) {
 }
 
 func (p *firstPermitOnly) Release() {}
+
+// Round trips in flight follow the backlog, up to Flushers: with every round
+// trip held on the wire, 3000 callers' INCRs (6000 arguments queued, a
+// backlog for more than four flushers) bring four round trips in flight and
+// never a fifth; once they are let go, every INCR is answered and applied
+// once, and the idle coalescer runs no flusher.
+func TestRoundTripsInFlightFollowTheBacklogUpToFlushers(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 8})
+	defer client.Close()
+	check := srv.Client(t)
+	ctx := context.Background()
+
+	send := pipelines(client)
+	var inFlight, most atomic.Int64
+	gate := make(chan struct{})
+	c := New(Config{
+		Send: func(ctx context.Context, cmds []redis.Cmder) error {
+			n := inFlight.Add(1)
+			defer inFlight.Add(-1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+			<-gate
+			return send(ctx, cmds)
+		},
+		Limiter: make(permits, 10), Flushers: 4, MaxBatch: 100, MaxRetries: 3, Closed: errClosed,
+	})
+	t.Cleanup(func() { c.Close(); c.Wait() })
+
+	const callers = 3000
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for i := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cmd := redis.NewIntCmd(ctx, "incr", "k:"+strconv.Itoa(i))
+			if _, err := c.Do(ctx, cmd); err != nil || cmd.Val() != 1 {
+				failed.Add(1)
+			}
+		}()
+	}
+	for end := time.Now().Add(10 * time.Second); most.Load() < 4 && time.Now().Before(end); {
+		time.Sleep(time.Millisecond)
+	}
+	if n := most.Load(); n != 4 {
+		t.Errorf("round trips in flight under a backlog of %d callers: %d, want Flushers (4)", callers, n)
+	}
+	close(gate)
+	wg.Wait()
+	if n := most.Load(); n > 4 {
+		t.Errorf("round trips in flight: %d at most, want at most Flushers (4)", n)
+	}
+	if n := failed.Load(); n != 0 {
+		t.Errorf("%d of %d INCRs failed or did not return 1", n, callers)
+	}
+	keys := make([]string, callers)
+	for i := range keys {
+		keys[i] = "k:" + strconv.Itoa(i)
+	}
+	vals, err := check.MGet(ctx, keys...).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range vals {
+		if v != "1" {
+			t.Errorf("%s = %v, want 1: every INCR applied once", keys[i], v)
+			break
+		}
+	}
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		c.mu.Lock()
+		running := c.running
+		c.mu.Unlock()
+		if running == 0 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("%d flushers still run with nothing queued", running)
+		}
+	}
+}
