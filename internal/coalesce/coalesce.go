@@ -374,16 +374,22 @@ const (
 	slowRoundTrip = 5 * time.Millisecond
 )
 
+// wantedLocked is how many flushers the commands queued want: one, and one
+// more for every backlogArgs arguments.
+func (c *Coalescer) wantedLocked() int {
+	return 1 + c.queuedArgs/backlogArgs
+}
+
 // backlogLocked reports whether the commands queued at now want another
 // flusher beside the running ones.
 func (c *Coalescer) backlogLocked(now time.Time) bool {
-	return c.queuedArgs >= c.running*backlogArgs || now.Sub(c.lastTake) > slowRoundTrip
+	return c.running < c.wantedLocked() || now.Sub(c.lastTake) > slowRoundTrip
 }
 
 // surplusLocked reports whether a flusher about to take a generation is
 // one more than the backlog wants; the others take what is queued.
 func (c *Coalescer) surplusLocked() bool {
-	return c.running > 1 && c.queuedArgs < (c.running-1)*backlogArgs
+	return c.running > c.wantedLocked()
 }
 
 // joinLocked returns the open generation that n commands with deadline dl
