@@ -248,9 +248,7 @@ func newManager(ctx context.Context, role Role, cfg Config, opts []Option) (*man
 // client.
 func (m *manager) sendRoundTrip(ctx context.Context, cmds []redis.Cmder) error {
 	pipe := m.wire.Pipeline()
-	for _, cmd := range cmds {
-		_ = pipe.Process(ctx, cmd)
-	}
+	_ = pipe.BatchProcess(ctx, cmds...) // one copy of cmds, not a growing one
 	_, err := pipe.Exec(ctx)
 	return err
 }

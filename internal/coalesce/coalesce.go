@@ -10,6 +10,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -107,11 +108,19 @@ type Coalescer struct {
 	lastTake time.Time
 	// queuedArgs are the arguments of the commands queued (not taken).
 	queuedArgs int
-	// sizeHint is the size of the last generation taken: a new one starts
-	// with that capacity, so under steady load it never regrows.
+	// sizeHint is the size of the last generation taken: a new one without
+	// a spare array starts with that capacity.
 	sizeHint int
-	counts   Counts
-	calls    uint64 // calls of DoAll so far: Caller.Call
+	// spare holds the item arrays of generations whose callers have all
+	// read their outcomes (doneReading), for new generations: under steady
+	// load a command costs no allocation of its own here, and the garbage
+	// collector has that much less to do.
+	spare sync.Pool // of *[]item
+	// roundTrips holds the buffers of flushers that stopped, for the next
+	// to start: flushers come and go with the backlog.
+	roundTrips sync.Pool // of *roundTrip
+	counts     Counts
+	calls      uint64 // calls of DoAll so far: Caller.Call
 
 	wg sync.WaitGroup
 }
@@ -152,6 +161,9 @@ type generation struct {
 	// wait for a permit ends.
 	cancel context.CancelFunc
 	done   chan struct{}
+	// read counts the callers that have read their outcomes after done
+	// closed; the last of the live ones gives items back (doneReading).
+	read atomic.Int32
 }
 
 // A command that goes again moves to a new generation of its own round
@@ -296,13 +308,31 @@ func (c *Coalescer) wait(ctx context.Context, g *generation, first int, cmds []r
 				firstErr = err
 			}
 		}
+		var moved *generation
 		if k < len(cmds) {
 			it := &g.items[first+k]
-			g, first = it.moved, it.movedTo
+			moved, first = it.moved, it.movedTo
 		}
-		cmds, outcomes = cmds[k:], outcomes[k:]
+		c.doneReading(g)
+		g, cmds, outcomes = moved, cmds[k:], outcomes[k:]
 	}
 	return firstErr
+}
+
+// doneReading is called by each caller that waited for g once it has read
+// its outcomes, after g.done closed; the last of them gives g's items to
+// new generations. No one else reads them then: the flusher is done with g
+// before it closes g.done, and g.live is final once g is decided, which it
+// is before g.done closes.
+func (c *Coalescer) doneReading(g *generation) {
+	if int(g.read.Add(1)) < g.live {
+		return
+	}
+	items := g.items
+	clear(items)
+	items = items[:0]
+	g.items = nil
+	c.spare.Put(&items)
 }
 
 // leave takes a caller's n items of g from first on out of their round
@@ -421,9 +451,16 @@ func (c *Coalescer) joinLocked(now, dl time.Time, hasDeadline bool, n int) *gene
 
 // openLocked opens a new generation for n commands with deadline dl.
 func (c *Coalescer) openLocked(dl time.Time, hasDeadline bool, n int) *generation {
+	var items []item
+	if spare, _ := c.spare.Get().(*[]item); spare != nil {
+		items = *spare
+	}
+	if cap(items) < n {
+		items = make([]item, 0, max(c.sizeHint, n, 4))
+	}
 	g := &generation{
 		done:        make(chan struct{}),
-		items:       make([]item, 0, max(c.sizeHint, n, 4)),
+		items:       items,
 		hasDeadline: hasDeadline, lo: dl, hi: dl,
 	}
 	c.open = append(c.open, g)
@@ -489,7 +526,11 @@ func (c *Coalescer) take() (*generation, context.Context) {
 
 func (c *Coalescer) flusher() {
 	defer c.wg.Done()
-	var rt roundTrip
+	rt, _ := c.roundTrips.Get().(*roundTrip)
+	if rt == nil {
+		rt = new(roundTrip)
+	}
+	defer c.roundTrips.Put(rt)
 	for {
 		g, ctx := c.take()
 		if g == nil {
