@@ -84,7 +84,7 @@ func (m *manager) addHooks() {
 			c.AddHook(dialOnly{m.users})
 		}
 		c.AddHook(poolTimeoutHook{m: m})
-		m.addServerHooks(c, instrument.Operations{Callers: wireCallers}, false)
+		m.addServerHooks(c, instrument.Operations{Caller: wireCaller}, false)
 	}
 	c := m.client
 	if m.users != nil {
@@ -306,21 +306,11 @@ func permitWait(ctx context.Context) (time.Duration, bool) {
 	return p.waited, ok
 }
 
-// wireCallers are the callers of a coalesced round trip's commands, for the
+// wireCaller is the caller of a command of a coalesced round trip, for the
 // wire client's telemetry; false for anything else (a connection's set-up).
-func wireCallers(cmds []redis.Cmder) ([]instrument.Caller, bool) {
-	if len(cmds) == 0 {
-		return nil, false
-	}
-	callers := make([]instrument.Caller, len(cmds))
-	for i, cmd := range cmds {
-		c, ok := coalesce.CallerOf(cmd)
-		if !ok {
-			return nil, false
-		}
-		callers[i] = instrument.Caller{Ctx: c.Ctx, Queued: c.Queued, Call: c.Call}
-	}
-	return callers, true
+func wireCaller(cmd redis.Cmder) (instrument.Caller, bool) {
+	c, ok := coalesce.CallerOf(cmd)
+	return instrument.Caller{Ctx: c.Ctx, Queued: c.Queued, Call: c.Call}, ok
 }
 
 // dialOnly is the DialHook of h alone.

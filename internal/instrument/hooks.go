@@ -18,9 +18,11 @@ type Operations struct {
 	// LimiterWait is how long the operation in ctx waited for its limiter
 	// permit; false when it took none.
 	LimiterWait func(ctx context.Context) (time.Duration, bool)
-	// Callers returns the callers of a coalesced round trip's commands (one
-	// per command, in order), or false when cmds are not one: a pipeline
-	// whose commands belong to different callers.
+	// Caller returns the caller of a command of a coalesced round trip, or
+	// false when cmd is not one. A pipeline is a round trip when its first
+	// command is one, and then every command of it is: a round trip's
+	// pipeline carries nothing else. Asked per command, so that a round trip
+	// costs no copy of its callers.
 	//
 	// A round trip's spans and metrics: each command whose caller's trace is
 	// sampled gets a CLIENT span in that trace, from the moment the round
@@ -34,7 +36,22 @@ type Operations struct {
 	// command; one redisconn.limiter.wait_time sample, its oldest command's
 	// wait; one redisconn.batch.size sample, its number of commands. Their
 	// exemplars point at a sampled caller's trace when there is one.
-	Callers func(cmds []redis.Cmder) ([]Caller, bool)
+	Caller func(cmd redis.Cmder) (Caller, bool)
+}
+
+// roundTrip reports whether cmds are a coalesced round trip (see Caller).
+func (o Operations) roundTrip(cmds []redis.Cmder) bool {
+	if len(cmds) == 0 {
+		return false
+	}
+	_, ok := o.Caller(cmds[0])
+	return ok
+}
+
+// callerOf is the caller of cmd, a command of a round trip.
+func (o Operations) callerOf(cmd redis.Cmder) Caller {
+	c, _ := o.Caller(cmd)
+	return c
 }
 
 // Caller is the caller of one command of a coalesced round trip.
@@ -54,7 +71,7 @@ type Caller struct {
 //
 //   - spans: a CLIENT span for every command and pipeline (tracingHook), with
 //     the limiter wait as an attribute; a coalesced round trip's commands in
-//     their callers' traces instead (Operations.Callers);
+//     their callers' traces instead (Operations.Caller);
 //   - metrics: db.client.operation.duration for every operation, the
 //     limiter wait, and a round trip's size. Inside the span, so a sampled
 //     span becomes the samples' exemplar.
@@ -62,8 +79,8 @@ func (in *Instruments) Hooks(addr string, ops Operations) (spans, metrics redis.
 	if ops.LimiterWait == nil {
 		ops.LimiterWait = func(context.Context) (time.Duration, bool) { return 0, false }
 	}
-	if ops.Callers == nil {
-		ops.Callers = func([]redis.Cmder) ([]Caller, bool) { return nil, false }
+	if ops.Caller == nil {
+		ops.Caller = func(redis.Cmder) (Caller, bool) { return Caller{}, false }
 	}
 	return newTracingHook(in, addr, ops), &operationHook{in: in, ops: ops}
 }
@@ -98,8 +115,8 @@ func (h *operationHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redi
 		}
 		start := time.Now()
 		err := next(ctx, cmds)
-		if callers, ok := h.ops.Callers(cmds); ok {
-			h.roundTrip(callers, cmds, start, err)
+		if h.ops.roundTrip(cmds) {
+			h.roundTrip(cmds, start, err)
 			return err
 		}
 		name := "PIPELINE"
@@ -129,8 +146,8 @@ func (h *operationHook) record(ctx context.Context, seconds float64, name string
 }
 
 // roundTrip records a coalesced round trip as one operation (see
-// Operations.Callers).
-func (h *operationHook) roundTrip(callers []Caller, cmds []redis.Cmder, sent time.Time, err error) {
+// Operations.Caller).
+func (h *operationHook) roundTrip(cmds []redis.Cmder, sent time.Time, err error) {
 	elapsed := time.Since(sent).Seconds()
 	first := cmds[0].Name()
 	name := commandName(first)
@@ -152,9 +169,11 @@ func (h *operationHook) roundTrip(callers []Caller, cmds []redis.Cmder, sent tim
 			}
 		}
 	}
-	ctx, oldest := callers[0].Ctx, callers[0].Queued
+	c0 := h.ops.callerOf(cmds[0])
+	ctx, oldest := c0.Ctx, c0.Queued
 	sampled := trace.SpanContextFromContext(ctx).IsSampled()
-	for _, c := range callers[1:] {
+	for _, cmd := range cmds[1:] {
+		c := h.ops.callerOf(cmd)
 		if c.Queued.Before(oldest) {
 			oldest = c.Queued
 		}

@@ -120,10 +120,10 @@ func (h *tracingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 
 func (h *tracingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if callers, ok := h.ops.Callers(cmds); ok {
+		if h.ops.roundTrip(cmds) {
 			sent := time.Now()
 			err := next(ctx, cmds)
-			h.roundTrip(callers, cmds, sent, time.Now())
+			h.roundTrip(cmds, sent, time.Now())
 			return err
 		}
 		if unsampledParent(ctx) || SetupPipeline(cmds) {
@@ -145,14 +145,14 @@ func (h *tracingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.
 
 // roundTrip gives each caller of a coalesced round trip whose trace is
 // sampled a CLIENT span in that trace, from sent to done (see
-// Operations.Callers): its command's, or "redis.pipeline ..." for a caller
+// Operations.Caller): its command's, or "redis.pipeline ..." for a caller
 // that handed over several commands at once (a batch chunk). Unsampled
 // callers cost one context lookup each.
-func (h *tracingHook) roundTrip(callers []Caller, cmds []redis.Cmder, sent, done time.Time) {
+func (h *tracingHook) roundTrip(cmds []redis.Cmder, sent, done time.Time) {
 	for i := 0; i < len(cmds); {
-		c := callers[i]
+		c := h.ops.callerOf(cmds[i])
 		j := i + 1
-		for j < len(cmds) && callers[j].Call == c.Call {
+		for j < len(cmds) && h.ops.callerOf(cmds[j]).Call == c.Call {
 			j++
 		}
 		group := cmds[i:j]
