@@ -29,7 +29,8 @@
 // 0.5 s: slices.go) and BENCH_OUT (JSON, default
 // bench-results.json) tune it. BENCH_ONLY (comma-separated scenario names,
 // e.g. S1-5000,S3) runs a subset; BENCH_CPUPROFILE writes a CPU profile of
-// the whole run, for `go tool pprof`. BENCH_FLEET_PROCS, BENCH_FLEET_CALLERS
+// the whole run, for `go tool pprof`, its samples labelled by scenario and
+// variant (-tagfocus variant=worker). BENCH_FLEET_PROCS, BENCH_FLEET_CALLERS
 // and BENCH_FLEET_RUNS size S5 (defaults 8, 300 and BENCH_ROUNDS; quick: 8,
 // 250 and 1); BENCH_FLEET_STALL is its stop in seconds (default 3).
 package main
@@ -151,7 +152,13 @@ func run(cfg config) error {
 					i := (k + r - 1 + sl) % len(s.variants)
 					v := s.variants[i]
 					srv0, t0 := env.serverCPU(ctx), time.Now()
-					res, err := v.run(ctx)
+					var res result
+					var err error
+					// Labelled, so a profile splits by variant:
+					// go tool pprof -tagfocus variant=worker.
+					pprof.Do(ctx, pprof.Labels("scenario", s.name, "variant", v.name), func(ctx context.Context) {
+						res, err = v.run(ctx)
+					})
 					if err != nil {
 						return fmt.Errorf("%s %s: %w", s.name, v.name, err)
 					}
