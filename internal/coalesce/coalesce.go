@@ -207,9 +207,9 @@ func New(cfg Config) *Coalescer {
 // trip held a permit, or the coalescer closed. It returns the command's
 // error (also set on cmd) and what became of it on the wire.
 func (c *Coalescer) Do(ctx context.Context, cmd redis.Cmder) (Outcome, error) {
-	cmds, outcomes := [1]redis.Cmder{cmd}, [1]Outcome{}
-	err := c.DoAll(ctx, cmds[:], outcomes[:])
-	return outcomes[0], err
+	var outcome [1]Outcome
+	err := c.DoAll(ctx, []redis.Cmder{cmd}, outcome[:])
+	return outcome[0], err
 }
 
 // DoAll is Do for several commands of one caller: they go in one round trip,
@@ -217,19 +217,34 @@ func (c *Coalescer) Do(ctx context.Context, cmd redis.Cmder) (Outcome, error) {
 // cmds[i]. It returns the first command's error that is not nil, as a
 // go-redis pipeline does.
 func (c *Coalescer) DoAll(ctx context.Context, cmds []redis.Cmder, outcomes []Outcome) error {
+	// In two steps, so that a waiting caller's stack holds only wait's
+	// frame: a garbage collection scans the stacks of every waiting caller.
+	g, first, err := c.queue(ctx, cmds, outcomes)
+	if g == nil {
+		return err
+	}
+	return c.wait(ctx, g, first, cmds, outcomes[:len(cmds)])
+}
+
+// queue hands cmds over: it adds them to the generation they join and
+// starts a flusher when one is wanted. It returns that generation and where
+// in it cmds start; no generation when cmds are none (nil error) or refused
+// (the error says why, and is set on cmds): ctx ended, or the coalescer
+// closed.
+func (c *Coalescer) queue(ctx context.Context, cmds []redis.Cmder, outcomes []Outcome) (*generation, int, error) {
 	if len(cmds) == 0 {
-		return nil
+		return nil, 0, nil
 	}
 	if err := ctx.Err(); err != nil {
 		// go-redis returns the context's error before it sends anything.
-		return c.refuse(cmds, outcomes, err, &c.counts.RejectedContext)
+		return nil, 0, c.refuse(cmds, outcomes, err, &c.counts.RejectedContext)
 	}
 	now := time.Now()
 	dl, hasDeadline := ctx.Deadline()
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		return c.refuse(cmds, outcomes, c.cfg.Closed, &c.counts.RejectedClosed)
+		return nil, 0, c.refuse(cmds, outcomes, c.cfg.Closed, &c.counts.RejectedClosed)
 	}
 	var g *generation
 	if c.cfg.AloneOver > 0 && argBytesOver(cmds, c.cfg.AloneOver) {
@@ -244,7 +259,6 @@ func (c *Coalescer) DoAll(ctx context.Context, cmds []redis.Cmder, outcomes []Ou
 	for _, cmd := range cmds {
 		g.items = append(g.items, item{wire: wireCmd{Cmder: cmd, caller: caller}})
 	}
-	n := len(cmds)
 	g.live++
 	c.counts.Queued++
 	args := argCount(cmds)
@@ -259,8 +273,7 @@ func (c *Coalescer) DoAll(ctx context.Context, cmds []redis.Cmder, outcomes []Ou
 		go c.flusher()
 	}
 	c.mu.Unlock()
-
-	return c.wait(ctx, g, first, cmds, outcomes[:n])
+	return g, first, nil
 }
 
 // wait waits for the caller's commands, cmds, at g.items[first:] (and, for
