@@ -149,13 +149,30 @@ func (h *operationHook) record(ctx context.Context, seconds float64, name string
 // Operations.Caller).
 func (h *operationHook) roundTrip(cmds []redis.Cmder, sent time.Time, err error) {
 	elapsed := time.Since(sent).Seconds()
-	first := cmds[0].Name()
-	name := commandName(first)
-	for _, c := range cmds[1:] {
-		if c.Name() != first {
-			name = ""
-			break
+	// One pass: whether the commands share a name, the oldest caller's
+	// wait, and a sampled caller's context for the exemplars. A caller's
+	// commands are adjacent and share its context and wait.
+	c0 := h.ops.callerOf(cmds[0])
+	ctx, oldest, call := c0.Ctx, c0.Queued, c0.Call
+	sampled := trace.SpanContextFromContext(ctx).IsSampled()
+	same := true
+	for _, cmd := range cmds[1:] {
+		same = same && sameCommand(cmds[0], cmd)
+		c := h.ops.callerOf(cmd)
+		if c.Call == call {
+			continue
 		}
+		call = c.Call
+		if c.Queued.Before(oldest) {
+			oldest = c.Queued
+		}
+		if !sampled && trace.SpanContextFromContext(c.Ctx).IsSampled() {
+			ctx, sampled = c.Ctx, true // an exemplar that leads to a trace with one of the commands
+		}
+	}
+	name := ""
+	if same {
+		name = commandName(cmds[0].Name())
 	}
 	name = h.batchName(name)
 	// Exec's error is the first command's that failed; a nil reply is not a
@@ -169,21 +186,23 @@ func (h *operationHook) roundTrip(cmds []redis.Cmder, sent time.Time, err error)
 			}
 		}
 	}
-	c0 := h.ops.callerOf(cmds[0])
-	ctx, oldest := c0.Ctx, c0.Queued
-	sampled := trace.SpanContextFromContext(ctx).IsSampled()
-	for _, cmd := range cmds[1:] {
-		c := h.ops.callerOf(cmd)
-		if c.Queued.Before(oldest) {
-			oldest = c.Queued
-		}
-		if !sampled && trace.SpanContextFromContext(c.Ctx).IsSampled() {
-			ctx, sampled = c.Ctx, true // an exemplar that leads to a trace with one of the commands
-		}
-	}
 	h.in.waitTime.Record(ctx, sent.Sub(oldest).Seconds(), h.in.baseRecord...)
 	h.in.batchSize.Record(ctx, int64(len(cmds)), h.in.operationOpts(name)...)
 	h.record(ctx, elapsed, name, err)
+}
+
+// sameCommand reports whether a and b are the same command (Name): at once
+// when their first arguments are the same string, as go-redis's own commands
+// of one kind are.
+func sameCommand(a, b redis.Cmder) bool {
+	if x, y := a.Args(), b.Args(); len(x) > 0 && len(y) > 0 {
+		if s, ok := x[0].(string); ok {
+			if t, ok := y[0].(string); ok && s == t {
+				return true
+			}
+		}
+	}
+	return a.Name() == b.Name()
 }
 
 // SetupCommand reports a command that go-redis sends itself to set up a new

@@ -149,11 +149,15 @@ func (h *tracingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.
 // that handed over several commands at once (a batch chunk). Unsampled
 // callers cost one context lookup each.
 func (h *tracingHook) roundTrip(cmds []redis.Cmder, sent, done time.Time) {
+	next := h.ops.callerOf(cmds[0])
 	for i := 0; i < len(cmds); {
-		c := h.ops.callerOf(cmds[i])
-		j := i + 1
-		for j < len(cmds) && h.ops.callerOf(cmds[j]).Call == c.Call {
-			j++
+		// A caller's commands are adjacent: cmds[i:j]. Each command's
+		// caller is looked up once.
+		c, j := next, i+1
+		for ; j < len(cmds); j++ {
+			if next = h.ops.callerOf(cmds[j]); next.Call != c.Call {
+				break
+			}
 		}
 		group := cmds[i:j]
 		i = j
