@@ -98,11 +98,11 @@ vet:
 bench: deps
 	$(GO) run ./bench
 
-## bench-go: the Go micro-benchmarks (batch encoding, telemetry cost per operation), and the
-## span hook against redisotel's (bench/redisotel, a module of its own: redisotel stays out of go.mod)
+## bench-go: the Go micro-benchmarks (batch encoding, telemetry cost per operation and per coalesced
+## round trip), and the span hook against redisotel's (bench/redisotel, a module of its own: redisotel stays out of go.mod)
 SPANHOOK_COUNT ?= 5
 bench-go: deps
-	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./conn/ ./telemetry/
+	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./conn/ ./telemetry/ ./internal/instrument/
 	cd bench/redisotel && $(GO) test -run '^$$' -bench . -benchmem -count $(SPANHOOK_COUNT) ./...
 
 ## fuzz: run each fuzz target for FUZZTIME (default 30s); `make test` runs their seed corpus
