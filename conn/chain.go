@@ -84,7 +84,7 @@ func (m *manager) addHooks() {
 			c.AddHook(dialOnly{m.users})
 		}
 		c.AddHook(poolTimeoutHook{m: m})
-		m.addServerHooks(c, instrument.Operations{Caller: wireCaller}, false)
+		m.addServerHooks(c, wireOperations(), false)
 	}
 	c := m.client
 	if m.users != nil {
@@ -306,11 +306,21 @@ func permitWait(ctx context.Context) (time.Duration, bool) {
 	return p.waited, ok
 }
 
-// wireCaller is the caller of a command of a coalesced round trip, for the
-// wire client's telemetry; false for anything else (a connection's set-up).
-func wireCaller(cmd redis.Cmder) (instrument.Caller, bool) {
-	c, ok := coalesce.CallerOf(cmd)
-	return instrument.Caller{Ctx: c.Ctx, Queued: c.Queued, Call: c.Call}, ok
+// wireOperations tells the wire client's telemetry of the coalesced round
+// trips it sends, whose callers the coalescer marks when they are in a
+// sampled trace (manager.go); anything else it sends is a connection's
+// set-up.
+func wireOperations() instrument.Operations {
+	return instrument.Operations{
+		RoundTrip: func(cmd redis.Cmder) (instrument.RoundTrip, bool) {
+			rt, ok := coalesce.RoundTripOf(cmd)
+			return instrument.RoundTrip{Sampled: rt.Marked, Oldest: rt.Oldest}, ok
+		},
+		Caller: func(cmd redis.Cmder) instrument.Caller {
+			c, _ := coalesce.CallerOf(cmd)
+			return instrument.Caller{Ctx: c.Ctx, Queued: c.Queued, Call: c.Call}
+		},
+	}
 }
 
 // dialOnly is the DialHook of h alone.

@@ -211,6 +211,12 @@ func newManager(ctx context.Context, role Role, cfg Config, opts []Option) (*man
 			return nil, err
 		}
 		m.wire = wire
+		var mark func(context.Context) bool
+		if m.tel != nil {
+			// The wire client's telemetry finds the callers in a sampled
+			// trace of a round trip (chain.go).
+			mark = instrument.Sampled
+		}
 		m.coalescer = coalesce.New(coalesce.Config{
 			Send:       m.sendRoundTrip,
 			Limiter:    roundTripPermits{m.limiter},
@@ -219,6 +225,7 @@ func newManager(ctx context.Context, role Role, cfg Config, opts []Option) (*man
 			MaxRetries: defaultMaxRetries,
 			AloneOver:  coalesceAloneOver,
 			Closed:     ErrClosed,
+			Mark:       mark,
 		})
 		m.coalesces = !m.opts.noCoalescing
 		if sh.held > 0 {

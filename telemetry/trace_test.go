@@ -2,6 +2,7 @@ package telemetry_test
 
 import (
 	"context"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -261,5 +262,101 @@ func TestClusterWorkerIsInstrumented(t *testing.T) {
 	}
 	if v := value(series(t, fams, "db_client_connection_max")[0]); v != 600 {
 		t.Errorf("connection max %v, want 3 nodes x 200", v)
+	}
+}
+
+// A coalesced round trip mixes callers: those in a sampled trace, those
+// under a parent that is not sampled, and those with no trace at all. Each
+// command of a sampled caller gets its span in that caller's trace; the
+// others get none, and start no trace of their own. The round trip's
+// exemplars lead to one of the sampled traces.
+func TestRoundTripSpansOnlyItsSampledCallers(t *testing.T) {
+	f := newFixture(t, nil)
+	tracer := f.tel.TracerProvider.Tracer("test")
+	const callers, each = 150, 10
+	unsampled := trace.ContextWithSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{0xa1}, SpanID: trace.SpanID{0xb1}, Remote: true,
+	}))
+	roots := map[trace.TraceID]trace.SpanID{}
+	ctxs := make([]context.Context, callers)
+	for i := range ctxs {
+		switch i % 3 {
+		case 0:
+			ctx, span := tracer.Start(context.Background(), "caller")
+			defer span.End()
+			roots[span.SpanContext().TraceID()] = span.SpanContext().SpanID()
+			ctxs[i] = ctx
+		case 1:
+			ctxs[i] = unsampled
+		default:
+			ctxs[i] = context.Background()
+		}
+	}
+	before, err := f.w.ConnectionInfo(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	gate := make(chan struct{})
+	for i, ctx := range ctxs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-gate
+			for range each {
+				if err := f.w.Incr(ctx, "mixed:"+strconv.Itoa(i)).Err(); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	close(gate)
+	wg.Wait()
+	after, err := f.w.ConnectionInfo(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	roundTrips := after.Limiter.CoalescedRoundTrips - before.Limiter.CoalescedRoundTrips
+	commands := after.Limiter.CoalescedCommands - before.Limiter.CoalescedCommands
+	if commands != callers*each || roundTrips >= commands {
+		t.Fatalf("%d commands in %d round trips, want %d commands coalesced", commands, roundTrips, callers*each)
+	}
+
+	perTrace := map[trace.TraceID]int{}
+	largest := int64(0)
+	for _, s := range spansOf(t, f) {
+		if s.Name != "incr" {
+			continue
+		}
+		id := s.SpanContext.TraceID()
+		parent, ok := roots[id]
+		if !ok || s.Parent.SpanID() != parent || s.SpanKind != trace.SpanKindClient {
+			t.Fatalf("span %q in trace %s under %s, kind %v: not one of a sampled caller's commands", s.Name, id, s.Parent.SpanID(), s.SpanKind)
+		}
+		perTrace[id]++
+		size, _ := attr(s, "redisconn.pipeline.size")
+		largest = max(largest, size.AsInt64())
+	}
+	for id := range roots {
+		if perTrace[id] != each {
+			t.Errorf("trace %s has %d incr spans, want %d", id, perTrace[id], each)
+		}
+	}
+	if largest < 2 {
+		t.Errorf("no span's round trip carried more than its own command (largest redisconn.pipeline.size %d)", largest)
+	}
+
+	// Every exemplar of the round trips' samples leads to a sampled caller.
+	exemplar := regexp.MustCompile(`(?m)^redisconn_batch_size_bucket\{[^}]*\} \S+ # \{[^}]*trace_id="([0-9a-f]+)"`)
+	found := exemplar.FindAllStringSubmatch(f.scrape(t, true), -1)
+	if len(found) == 0 {
+		t.Fatal("no exemplar on redisconn_batch_size")
+	}
+	for _, m := range found {
+		id, err := trace.TraceIDFromHex(m[1])
+		if _, ok := roots[id]; err != nil || !ok {
+			t.Errorf("redisconn_batch_size exemplar leads to trace %s, not a sampled caller's", m[1])
+		}
 	}
 }

@@ -52,6 +52,13 @@ type Config struct {
 	AloneOver int
 	// Closed is the error of callers refused because the coalescer closed.
 	Closed error
+	// Mark, when not nil, is asked once per call of Do or DoAll, in the
+	// caller's goroutine, whether the caller is one that the hooks of Send's
+	// client want to find among a round trip's commands (the Worker's
+	// telemetry: a caller in a sampled trace). A round trip counts its
+	// marked callers (RoundTripOf), so that hooks need not read the
+	// commands of a round trip without one.
+	Mark func(ctx context.Context) bool
 }
 
 // Coalescer sends concurrent callers' single commands together. Its whole
@@ -241,6 +248,7 @@ func (c *Coalescer) queue(ctx context.Context, cmds []redis.Cmder, outcomes []Ou
 	}
 	now := time.Now()
 	dl, hasDeadline := ctx.Deadline()
+	marked := c.cfg.Mark != nil && c.cfg.Mark(ctx)
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -255,7 +263,7 @@ func (c *Coalescer) queue(ctx context.Context, cmds []redis.Cmder, outcomes []Ou
 	}
 	first := len(g.items)
 	c.calls++
-	caller := Caller{Ctx: ctx, Queued: now, Call: c.calls}
+	caller := Caller{Ctx: ctx, Queued: now, Call: c.calls, Marked: marked}
 	for _, cmd := range cmds {
 		g.items = append(g.items, item{wire: wireCmd{Cmder: cmd, caller: caller}})
 	}
@@ -569,6 +577,7 @@ func (c *Coalescer) flusher() {
 type roundTrip struct {
 	wire []redis.Cmder // the *wireCmd of the items sent
 	idx  []int         // their items
+	info RoundTrip     // of the round trip being sent
 }
 
 // run sends the live commands of g as one round trip. It returns the
@@ -660,18 +669,33 @@ func (c *Coalescer) requeue(g *generation, rt *roundTrip, attempt int) (*generat
 }
 
 // admit marks g decided once its round trip holds a permit, and puts the
-// commands whose callers still wait in rt; false when none does.
+// commands whose callers still wait in rt, with what rt.info says of them;
+// false when none does.
 func (c *Coalescer) admit(g *generation, rt *roundTrip) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	g.decided = true
 	c.counts.Unsent -= int64(g.live)
 	c.counts.Sent += int64(g.live)
+	rt.info = RoundTrip{}
+	var last uint64 // the last caller counted: a caller's items are adjacent
 	for i := range g.items {
-		if it := &g.items[i]; !it.left {
-			rt.wire = append(rt.wire, &it.wire)
-			rt.idx = append(rt.idx, i)
+		it := &g.items[i]
+		if it.left {
+			continue
 		}
+		if c := &it.wire.caller; c.Call != last {
+			last = c.Call
+			if c.Marked {
+				rt.info.Marked++
+			}
+			if rt.info.Oldest.IsZero() || c.Queued.Before(rt.info.Oldest) {
+				rt.info.Oldest = c.Queued
+			}
+		}
+		it.wire.round = &rt.info
+		rt.wire = append(rt.wire, &it.wire)
+		rt.idx = append(rt.idx, i)
 	}
 	if len(rt.wire) > 0 {
 		c.counts.RoundTrips++

@@ -365,3 +365,92 @@ func TestRoundTripsInFlightFollowTheBacklogUpToFlushers(t *testing.T) {
 		}
 	}
 }
+
+type markKey struct{}
+
+// A round trip tells the hooks that send it, from any of its commands, how
+// many of its callers Mark marked and when the oldest of them handed its
+// command over; a caller that left before the round trip went out counts
+// for neither. A command outside a round trip has none.
+func TestARoundTripSaysWhatItsHooksNeedOfIt(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer client.Close()
+	ctx := context.Background()
+
+	hold := make(chan struct{})
+	var (
+		mu     sync.Mutex
+		rounds []RoundTrip
+	)
+	c := New(Config{
+		Send: func(ctx context.Context, cmds []redis.Cmder) error {
+			first, ok := RoundTripOf(cmds[0])
+			for _, cmd := range cmds {
+				if rt, ok2 := RoundTripOf(cmd); !ok || !ok2 || rt != first {
+					t.Errorf("the commands of one round trip say %+v (%v) and %+v (%v)", first, ok, rt, ok2)
+				}
+			}
+			mu.Lock()
+			rounds = append(rounds, first)
+			mu.Unlock()
+			<-hold // the first round trip holds the only flusher: the rest queue
+			return pipelines(client)(ctx, cmds)
+		},
+		Limiter: make(permits, 10), Flushers: 1, MaxBatch: 100, MaxRetries: 3, Closed: errClosed,
+		Mark: func(ctx context.Context) bool { return ctx.Value(markKey{}) != nil },
+	})
+	defer func() { c.Close(); c.Wait() }()
+	if _, ok := RoundTripOf(redis.NewIntCmd(ctx, "incr", "k")); ok {
+		t.Error("a command of no round trip has a round trip")
+	}
+
+	var wg sync.WaitGroup
+	do := func(ctx context.Context, key string) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := c.Do(ctx, redis.NewIntCmd(ctx, "incr", key)); err != nil && ctx.Err() == nil {
+				t.Error(err)
+			}
+		}()
+	}
+	queued := func(n int64) {
+		t.Helper()
+		if !redistest.WaitFor(ctx, 5*time.Second, func() bool { return c.Counts().Queued == n }) {
+			t.Fatalf("%d callers queued, want %d", c.Counts().Queued, n)
+		}
+	}
+	do(ctx, "first") // its round trip goes out and is held
+	if !redistest.WaitFor(ctx, 5*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(rounds) == 1 }) {
+		t.Fatal("the first round trip was never sent")
+	}
+	marked := context.WithValue(ctx, markKey{}, true)
+	leaving, leave := context.WithCancel(marked)
+	do(leaving, "left") // the oldest of the second round trip, until it leaves
+	queued(1)
+	notBefore := time.Now()
+	do(ctx, "a")
+	queued(2)
+	do(marked, "b")
+	queued(3)
+	do(marked, "c")
+	queued(4)
+	leave()
+	queued(3)
+	close(hold)
+	wg.Wait()
+
+	mu.Lock()
+	defer mu.Unlock()
+	if len(rounds) != 2 {
+		t.Fatalf("%d round trips, want 2", len(rounds))
+	}
+	if rounds[0].Marked != 0 {
+		t.Errorf("the first round trip has %d marked callers, want 0", rounds[0].Marked)
+	}
+	if got := rounds[1]; got.Marked != 2 || got.Oldest.Before(notBefore) || got.Oldest.After(time.Now()) {
+		t.Errorf("the second round trip says %d marked, oldest at %v; want 2 marked, oldest not before %v (the caller that left was older)",
+			got.Marked, got.Oldest, notBefore)
+	}
+}

@@ -43,6 +43,17 @@ type Caller struct {
 	// Call is the same for the commands a caller handed over in one call
 	// (DoAll), and different for every call.
 	Call uint64
+	// Marked: Config.Mark marked the caller.
+	Marked bool
+}
+
+// RoundTrip is what the hooks of the client that sends round trips may know
+// of one as a whole (RoundTripOf), without reading its commands one by one.
+type RoundTrip struct {
+	// Marked is how many of its callers Config.Mark marked.
+	Marked int
+	// Oldest is when the earliest of its commands was handed over.
+	Oldest time.Time
 }
 
 // wireCmd is a caller's command as it goes to Redis in a round trip. It
@@ -71,9 +82,10 @@ type Caller struct {
 type wireCmd struct {
 	redis.Cmder
 	caller  Caller
-	final   bool  // a final reply was read
-	written bool  // a failure after which the command may have reached Redis
-	aside   error // the last refusal, redirection or not-written failure
+	round   *RoundTrip // the round trip it is in, while that is sent
+	final   bool       // a final reply was read
+	written bool       // a failure after which the command may have reached Redis
+	aside   error      // the last refusal, redirection or not-written failure
 }
 
 // NoRetry keeps go-redis from sending the round trip again (see wireCmd).
@@ -130,4 +142,15 @@ func CallerOf(cmd redis.Cmder) (Caller, bool) {
 		return Caller{}, false
 	}
 	return w.caller, true
+}
+
+// RoundTripOf returns the round trip cmd is in while it is sent, for the
+// hooks of the client that sends round trips; false when cmd is not a
+// command of a coalesced round trip.
+func RoundTripOf(cmd redis.Cmder) (RoundTrip, bool) {
+	w, ok := cmd.(*wireCmd)
+	if !ok || w.round == nil {
+		return RoundTrip{}, false
+	}
+	return *w.round, true
 }

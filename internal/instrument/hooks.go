@@ -13,16 +13,15 @@ import (
 )
 
 // Operations tells the telemetry hooks what the hooks outside them know of
-// an operation. Either func may be nil.
+// an operation. Any func may be nil.
 type Operations struct {
 	// LimiterWait is how long the operation in ctx waited for its limiter
 	// permit; false when it took none.
 	LimiterWait func(ctx context.Context) (time.Duration, bool)
-	// Caller returns the caller of a command of a coalesced round trip, or
+	// RoundTrip returns the coalesced round trip cmd is a command of, or
 	// false when cmd is not one. A pipeline is a round trip when its first
 	// command is one, and then every command of it is: a round trip's
-	// pipeline carries nothing else. Asked per command, so that a round trip
-	// costs no copy of its callers.
+	// pipeline carries nothing else.
 	//
 	// A round trip's spans and metrics: each command whose caller's trace is
 	// sampled gets a CLIENT span in that trace, from the moment the round
@@ -36,22 +35,35 @@ type Operations struct {
 	// command; one redisconn.limiter.wait_time sample, its oldest command's
 	// wait; one redisconn.batch.size sample, its number of commands. Their
 	// exemplars point at a sampled caller's trace when there is one.
-	Caller func(cmd redis.Cmder) (Caller, bool)
+	RoundTrip func(cmd redis.Cmder) (RoundTrip, bool)
+	// Caller returns the caller of a command of a round trip. Asked per
+	// command, so that a round trip costs no copy of its callers, and only
+	// of a round trip with a sampled caller.
+	Caller func(cmd redis.Cmder) Caller
 }
 
-// roundTrip reports whether cmds are a coalesced round trip (see Caller).
-func (o Operations) roundTrip(cmds []redis.Cmder) bool {
+// RoundTrip is what a coalesced round trip says of itself as a whole.
+type RoundTrip struct {
+	// Sampled is how many of its callers are in a sampled trace: those
+	// for whom Sampled was true when they handed their commands over.
+	Sampled int
+	// Oldest is when the earliest of its commands was handed over.
+	Oldest time.Time
+}
+
+// Sampled reports whether ctx carries a sampled trace: whether a command of
+// a round trip made in ctx gets a span (see Operations.RoundTrip).
+func Sampled(ctx context.Context) bool {
+	return trace.SpanContextFromContext(ctx).IsSampled()
+}
+
+// roundTripOf is the round trip of cmds; false when cmds are not one (see
+// RoundTrip).
+func (o Operations) roundTripOf(cmds []redis.Cmder) (RoundTrip, bool) {
 	if len(cmds) == 0 {
-		return false
+		return RoundTrip{}, false
 	}
-	_, ok := o.Caller(cmds[0])
-	return ok
-}
-
-// callerOf is the caller of cmd, a command of a round trip.
-func (o Operations) callerOf(cmd redis.Cmder) Caller {
-	c, _ := o.Caller(cmd)
-	return c
+	return o.RoundTrip(cmds[0])
 }
 
 // Caller is the caller of one command of a coalesced round trip.
@@ -79,8 +91,11 @@ func (in *Instruments) Hooks(addr string, ops Operations) (spans, metrics redis.
 	if ops.LimiterWait == nil {
 		ops.LimiterWait = func(context.Context) (time.Duration, bool) { return 0, false }
 	}
+	if ops.RoundTrip == nil {
+		ops.RoundTrip = func(redis.Cmder) (RoundTrip, bool) { return RoundTrip{}, false }
+	}
 	if ops.Caller == nil {
-		ops.Caller = func(redis.Cmder) (Caller, bool) { return Caller{}, false }
+		ops.Caller = func(redis.Cmder) Caller { return Caller{Ctx: context.Background()} }
 	}
 	return newTracingHook(in, addr, ops), &operationHook{in: in, ops: ops}
 }
@@ -115,8 +130,8 @@ func (h *operationHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redi
 		}
 		start := time.Now()
 		err := next(ctx, cmds)
-		if h.ops.roundTrip(cmds) {
-			h.roundTrip(cmds, start, err)
+		if rt, ok := h.ops.roundTripOf(cmds); ok {
+			h.roundTrip(cmds, rt, start, err)
 			return err
 		}
 		name := "PIPELINE"
@@ -146,28 +161,26 @@ func (h *operationHook) record(ctx context.Context, seconds float64, name string
 }
 
 // roundTrip records a coalesced round trip as one operation (see
-// Operations.Caller).
-func (h *operationHook) roundTrip(cmds []redis.Cmder, sent time.Time, err error) {
+// Operations.RoundTrip).
+func (h *operationHook) roundTrip(cmds []redis.Cmder, rt RoundTrip, sent time.Time, err error) {
 	elapsed := time.Since(sent).Seconds()
-	// One pass: whether the commands share a name, the oldest caller's
-	// wait, and a sampled caller's context for the exemplars. A caller's
-	// commands are adjacent and share its context and wait.
-	c0 := h.ops.callerOf(cmds[0])
-	ctx, oldest, call := c0.Ctx, c0.Queued, c0.Call
-	sampled := trace.SpanContextFromContext(ctx).IsSampled()
+	// The samples' context: a sampled caller's, for the exemplars to lead to
+	// a trace with one of the commands. Only a round trip that has one
+	// reads its callers.
+	ctx := context.Background()
+	if rt.Sampled > 0 {
+		for _, cmd := range cmds {
+			if c := h.ops.Caller(cmd); Sampled(c.Ctx) {
+				ctx = c.Ctx
+				break
+			}
+		}
+	}
 	same := true
 	for _, cmd := range cmds[1:] {
-		same = same && sameCommand(cmds[0], cmd)
-		c := h.ops.callerOf(cmd)
-		if c.Call == call {
-			continue
-		}
-		call = c.Call
-		if c.Queued.Before(oldest) {
-			oldest = c.Queued
-		}
-		if !sampled && trace.SpanContextFromContext(c.Ctx).IsSampled() {
-			ctx, sampled = c.Ctx, true // an exemplar that leads to a trace with one of the commands
+		if !sameCommand(cmds[0], cmd) {
+			same = false
+			break
 		}
 	}
 	name := ""
@@ -186,7 +199,7 @@ func (h *operationHook) roundTrip(cmds []redis.Cmder, sent time.Time, err error)
 			}
 		}
 	}
-	h.in.waitTime.Record(ctx, sent.Sub(oldest).Seconds(), h.in.baseRecord...)
+	h.in.waitTime.Record(ctx, sent.Sub(rt.Oldest).Seconds(), h.in.baseRecord...)
 	h.in.batchSize.Record(ctx, int64(len(cmds)), h.in.operationOpts(name)...)
 	h.record(ctx, elapsed, name, err)
 }

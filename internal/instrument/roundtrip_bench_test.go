@@ -16,10 +16,12 @@ import (
 )
 
 // callerCmd is a command of a coalesced round trip as the Worker's wire
-// client sees one: the caller's command with its caller beside it.
+// client sees one: the caller's command with its caller and round trip
+// beside it.
 type callerCmd struct {
 	redis.Cmder
 	caller Caller
+	round  *RoundTrip
 }
 
 // BenchmarkRoundTripTelemetry is what the spans and metrics hooks cost a
@@ -50,13 +52,16 @@ func BenchmarkRoundTripTelemetry(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ops := Operations{Caller: func(cmd redis.Cmder) (Caller, bool) {
-		c, ok := cmd.(*callerCmd)
-		if !ok {
-			return Caller{}, false
-		}
-		return c.caller, true
-	}}
+	ops := Operations{
+		RoundTrip: func(cmd redis.Cmder) (RoundTrip, bool) {
+			c, ok := cmd.(*callerCmd)
+			if !ok {
+				return RoundTrip{}, false
+			}
+			return *c.round, true
+		},
+		Caller: func(cmd redis.Cmder) Caller { return cmd.(*callerCmd).caller },
+	}
 	spans, metrics := in.Hooks("127.0.0.1:6379", ops)
 	send := func(context.Context, []redis.Cmder) error { return nil }
 	hooks := map[string]redis.ProcessPipelineHook{
@@ -71,14 +76,17 @@ func BenchmarkRoundTripTelemetry(b *testing.B) {
 		for _, traced := range []string{"unsampled", "one sampled"} {
 			cmds := make([]redis.Cmder, n)
 			queued := time.Now()
+			round := &RoundTrip{Oldest: queued}
 			for i := range cmds {
 				ctx := context.Background()
 				if traced == "one sampled" && i == n/2 {
 					ctx = sampled
+					round.Sampled++
 				}
 				cmds[i] = &callerCmd{
 					Cmder:  redis.NewIntCmd(ctx, "rpush", "key:"+strconv.Itoa(i%64), "v"),
 					caller: Caller{Ctx: ctx, Queued: queued, Call: uint64(i + 1)},
+					round:  round,
 				}
 			}
 			for _, name := range []string{"spans", "metrics", "both"} {

@@ -120,10 +120,12 @@ func (h *tracingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 
 func (h *tracingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if h.ops.roundTrip(cmds) {
+		if rt, ok := h.ops.roundTripOf(cmds); ok {
 			sent := time.Now()
 			err := next(ctx, cmds)
-			h.roundTrip(cmds, sent, time.Now())
+			if rt.Sampled > 0 {
+				h.roundTrip(cmds, sent, time.Now())
+			}
 			return err
 		}
 		if unsampledParent(ctx) || SetupPipeline(cmds) {
@@ -145,23 +147,24 @@ func (h *tracingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.
 
 // roundTrip gives each caller of a coalesced round trip whose trace is
 // sampled a CLIENT span in that trace, from sent to done (see
-// Operations.Caller): its command's, or "redis.pipeline ..." for a caller
-// that handed over several commands at once (a batch chunk). Unsampled
-// callers cost one context lookup each.
+// Operations.RoundTrip): its command's, or "redis.pipeline ..." for a
+// caller that handed over several commands at once (a batch chunk). Only a
+// round trip with a sampled caller comes here; its unsampled callers cost
+// one context lookup each.
 func (h *tracingHook) roundTrip(cmds []redis.Cmder, sent, done time.Time) {
-	next := h.ops.callerOf(cmds[0])
+	next := h.ops.Caller(cmds[0])
 	for i := 0; i < len(cmds); {
 		// A caller's commands are adjacent: cmds[i:j]. Each command's
 		// caller is looked up once.
 		c, j := next, i+1
 		for ; j < len(cmds); j++ {
-			if next = h.ops.callerOf(cmds[j]); next.Call != c.Call {
+			if next = h.ops.Caller(cmds[j]); next.Call != c.Call {
 				break
 			}
 		}
 		group := cmds[i:j]
 		i = j
-		if !trace.SpanContextFromContext(c.Ctx).IsSampled() || SetupCommand(group[0]) {
+		if !Sampled(c.Ctx) || SetupCommand(group[0]) {
 			continue
 		}
 		name := group[0].FullName()
