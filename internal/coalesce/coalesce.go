@@ -249,13 +249,16 @@ func (c *Coalescer) queue(ctx context.Context, cmds []redis.Cmder, outcomes []Ou
 	now := time.Now()
 	dl, hasDeadline := ctx.Deadline()
 	marked := c.cfg.Mark != nil && c.cfg.Mark(ctx)
+	// What is known of cmds alone, before the lock that every caller takes.
+	alone := c.cfg.AloneOver > 0 && argBytesOver(cmds, c.cfg.AloneOver)
+	args := argCount(cmds)
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		return nil, 0, c.refuse(cmds, outcomes, c.cfg.Closed, &c.counts.RejectedClosed)
 	}
 	var g *generation
-	if c.cfg.AloneOver > 0 && argBytesOver(cmds, c.cfg.AloneOver) {
+	if alone {
 		g = c.openLocked(dl, hasDeadline, len(cmds))
 		g.alone = true
 	} else {
@@ -269,7 +272,6 @@ func (c *Coalescer) queue(ctx context.Context, cmds []redis.Cmder, outcomes []Ou
 	}
 	g.live++
 	c.counts.Queued++
-	args := argCount(cmds)
 	g.args += args
 	c.queuedArgs += args
 	if c.running == 0 || (c.running < c.cfg.Flushers && c.backlogLocked(now)) {
