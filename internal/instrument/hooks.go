@@ -34,7 +34,9 @@ type Operations struct {
 	// name, "BATCH" otherwise) with the error.type of its first failed
 	// command; one redisconn.limiter.wait_time sample, its oldest command's
 	// wait; one redisconn.batch.size sample, its number of commands. Their
-	// exemplars point at a sampled caller's trace when there is one.
+	// exemplars point at a sampled caller's trace when there is one. On a
+	// cluster each node's share of a round trip is such an operation, and
+	// its wait sample is the round trip's oldest command's.
 	RoundTrip func(cmd redis.Cmder) (RoundTrip, bool)
 	// Caller returns the caller of a command of a round trip. Asked per
 	// command, so that a round trip costs no copy of its callers, and only
